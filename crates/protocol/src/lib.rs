@@ -1,1 +1,74 @@
-//! placeholder
+//! Wire messages, object keys and limits shared by every iras tier. No I/O.
+//!
+//! The web tier, the app-tier workers and the listener talk only through queue messages
+//! and bucket objects; this crate is the one place that says what those look like, so the
+//! tiers cannot drift apart. It does no I/O: everything here is a pure function or a plain
+//! data type, tested with unit and property tests.
+//!
+//! # Main types
+//!
+//! - [`RequestId`]: the UUID that correlates a request with its result. Correlation always
+//!   uses the id, never the file name.
+//! - [`FileName`]: an upload file name reduced to a safe last path component
+//!   ([`FileName::sanitize`] for browser input, strict [`FileName::parse`] for the wire).
+//! - [`RequestMessage`] / [`ResponseMessage`]: the JSON bodies on the request and response
+//!   queues, with [`ImagePayload`] (inline base64 or a claim check) and [`Outcome`]
+//!   (a label with scores, or an [`ErrorKind`]). Both carry a `version`; decoding rejects
+//!   versions this build does not speak with [`ProtocolError::UnsupportedVersion`].
+//! - [`KeyScheme`] with [`input_key`], [`output_key`], [`claim_key`], [`output_value`] and
+//!   [`parse_output_value`]: the bucket layout. The default [`KeyScheme::FileName`] is the
+//!   layout the seed was graded on (`test_0.JPEG` in, `test_0` → `(test_0, bathtub)` out);
+//!   [`KeyScheme::RequestId`] never collides.
+//! - [`build_request`] → [`PlannedRequest`]: the inline-versus-claim-check decision, with
+//!   the limits [`MAX_MESSAGE_BYTES`], [`DEFAULT_MAX_IMAGE_BYTES`] and
+//!   [`DEFAULT_MAX_IMAGE_PIXELS`].
+//!
+//! # Design decisions a reader may question
+//!
+//! **The claim check is decided by the exact encoded size, not an estimate.** The queue
+//! rejects a body one byte over its limit, and the non-image part of a request (file name,
+//! reply-to queue URL, JSON escaping of non-ASCII names) varies per request. So
+//! [`build_request`] measures the request with an empty image, adds the exact base64
+//! length ([`base64_encoded_len`]; the base64 alphabet needs no JSON escaping), and then
+//! checks the real body's length again before calling it inline. An inline body is
+//! therefore never over the limit, and an image goes through the bucket only when inlining
+//! it really would not fit. Claim-check objects always live under a request-id key
+//! ([`claim_key`]), whatever the key scheme: two concurrent uploads of `test_0.JPEG` must
+//! not overwrite each other's bytes before a worker reads them.
+//!
+//! **The request carries its reply-to queue and key scheme.** Workers hold no
+//! per-web-tier configuration: every request says where its result goes and how its
+//! objects are keyed, so several web tiers (or a test harness with its own response
+//! queue) can share one worker fleet, and changing the key scheme never needs the fleet
+//! restarted in lockstep. Keys still derive only from the request, so redelivery is
+//! idempotent.
+//!
+//! **Encoded bodies are always valid SQS bodies.** SQS refuses a body containing
+//! U+FFFE or U+FFFF even though JSON allows them, so the encoder writes those two as
+//! `\uXXXX` escapes (JSON already escapes every control character). Unknown JSON fields
+//! are ignored, so additive changes need no version bump; the version is for incompatible
+//! ones.
+
+mod error;
+mod file_name;
+mod id;
+mod json;
+mod keys;
+mod limits;
+mod message;
+
+pub use error::{MessageKind, ProtocolError};
+pub use file_name::{FileName, FileNameError, MAX_FILE_NAME_BYTES};
+pub use id::{RequestId, RequestIdError};
+pub use keys::{
+    KeyScheme, KeySchemeError, OutputValue, OutputValueError, claim_key, input_key, output_key,
+    output_value, parse_output_value,
+};
+pub use limits::{
+    DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES, PlannedRequest,
+    base64_encoded_len, build_request,
+};
+pub use message::{
+    DEFAULT_TOP_K, ErrorKind, ImagePayload, Outcome, PROTOCOL_VERSION, Prediction,
+    RequestMessage, ResponseMessage, Timings,
+};
