@@ -98,9 +98,9 @@ impl ProtocolError {
             | Self::MissingVersion { .. }
             | Self::UnsupportedVersion { .. }
             | Self::DecodeBase64 { .. } => ErrorKind::BadPayload,
-            Self::EncodeJson { .. } | Self::NonFiniteScore { .. } | Self::MessageTooLarge { .. } => {
-                ErrorKind::Internal
-            }
+            Self::EncodeJson { .. }
+            | Self::NonFiniteScore { .. }
+            | Self::MessageTooLarge { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(ok("100% #1 {a}.jpg"), "100% #1 {a}.jpg");
         assert_eq!(ok("..."), "...");
         assert_eq!(ok("a..b"), "a..b");
-        assert_eq!(ok("👨\u{200D}👩\u{200D}👧.jpg"), "👨\u{200D}👩\u{200D}👧.jpg");
+        assert_eq!(
+            ok("👨\u{200D}👩\u{200D}👧.jpg"),
+            "👨\u{200D}👩\u{200D}👧.jpg"
+        );
     }
 
     #[test]
@@ -270,7 +273,11 @@ mod tests {
             ("a\u{fffe}b", 0xFFFE),
             ("a\u{ffff}b", 0xFFFF),
         ] {
-            assert_eq!(err(raw), FileNameError::ForbiddenChar { code_point }, "{raw:?}");
+            assert_eq!(
+                err(raw),
+                FileNameError::ForbiddenChar { code_point },
+                "{raw:?}"
+            );
         }
         assert_eq!(
             err("a\u{202e}b").to_string(),
@@ -337,7 +344,13 @@ mod tests {
         let f = FileName::parse("x.jpg").unwrap();
         assert_eq!(serde_json::to_string(&f).unwrap(), "\"x.jpg\"");
         assert_eq!(serde_json::from_str::<FileName>("\"x.jpg\"").unwrap(), f);
-        for bad in [r#""../x.jpg""#, r#""""#, r#"".."#, r#"" x""#, r#""a\u0000""#] {
+        for bad in [
+            r#""../x.jpg""#,
+            r#""""#,
+            r#"".."#,
+            r#"" x""#,
+            r#""a\u0000""#,
+        ] {
             assert!(serde_json::from_str::<FileName>(bad).is_err(), "{bad}");
         }
     }

@@ -180,7 +180,10 @@ mod tests {
             assert_eq!(json, format!("\"{scheme}\""));
             assert_eq!(serde_json::from_str::<KeyScheme>(&json).unwrap(), scheme);
         }
-        assert_eq!("request_id".parse::<KeyScheme>().unwrap(), KeyScheme::RequestId);
+        assert_eq!(
+            "request_id".parse::<KeyScheme>().unwrap(),
+            KeyScheme::RequestId
+        );
         assert_eq!(
             serde_json::from_str::<KeyScheme>("\"file_name\"").unwrap(),
             KeyScheme::FileName

@@ -23,6 +23,40 @@
 //!   the limits [`MAX_MESSAGE_BYTES`], [`DEFAULT_MAX_IMAGE_BYTES`] and
 //!   [`DEFAULT_MAX_IMAGE_PIXELS`].
 //!
+//! # Example
+//!
+//! ```
+//! use iras_protocol::{
+//!     build_request, FileName, KeyScheme, Outcome, PlannedRequest, Prediction, RequestId,
+//!     RequestMessage, ResponseMessage, Timings, MAX_MESSAGE_BYTES,
+//! };
+//!
+//! // Web tier: name the upload, plan the message.
+//! let name = FileName::sanitize(r"C:\fakepath\test_0.JPEG")?;
+//! let id = RequestId::new();
+//! let plan = build_request(
+//!     id, &name, b"jpeg bytes", "iras-response", 1_700_000_000_000, 1,
+//!     KeyScheme::FileName, MAX_MESSAGE_BYTES,
+//! )?;
+//! let PlannedRequest::Inline(body) = plan else { unreachable!("tiny image") };
+//!
+//! // App tier: decode, classify, answer.
+//! let request = RequestMessage::decode(&body)?;
+//! assert_eq!(request.image.decode_inline()?.as_deref(), Some(&b"jpeg bytes"[..]));
+//! assert_eq!(request.input_key(), "test_0.JPEG");
+//! assert_eq!(request.output_key(), "test_0");
+//! assert_eq!(request.output_value("bathtub"), "(test_0, bathtub)");
+//! let top = Prediction { label: "bathtub".into(), index: 435, score: 0.9 };
+//! let outcome = Outcome::Label { label: top.label.clone(), score: top.score, top_k: vec![top] };
+//! let response =
+//!     ResponseMessage::new(request.id, request.file_name, outcome, "app-instance-1", Timings::default());
+//!
+//! // Listener: correlate by id.
+//! let response = ResponseMessage::decode(&response.encode()?)?;
+//! assert_eq!((response.id, response.outcome.label()), (id, Some("bathtub")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Design decisions a reader may question
 //!
 //! **The claim check is decided by the exact encoded size, not an estimate.** The queue
@@ -69,6 +103,6 @@ pub use limits::{
     base64_encoded_len, build_request,
 };
 pub use message::{
-    DEFAULT_TOP_K, ErrorKind, ImagePayload, Outcome, PROTOCOL_VERSION, Prediction,
-    RequestMessage, ResponseMessage, Timings,
+    DEFAULT_TOP_K, ErrorKind, ImagePayload, Outcome, PROTOCOL_VERSION, Prediction, RequestMessage,
+    ResponseMessage, Timings,
 };

@@ -159,7 +159,8 @@ impl ResponseMessage {
             top_k,
         } = &self.outcome
         {
-            let scores = std::iter::once((label, *score)).chain(top_k.iter().map(|p| (&p.label, p.score)));
+            let scores =
+                std::iter::once((label, *score)).chain(top_k.iter().map(|p| (&p.label, p.score)));
             for (label, score) in scores {
                 if !score.is_finite() {
                     return Err(ProtocolError::NonFiniteScore {
@@ -279,4 +280,365 @@ pub struct Timings {
     pub inference_ms: u64,
     /// From the worker receiving the message to sending the response.
     pub total_ms: u64,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_request() -> RequestMessage {
+        RequestMessage {
+            version: PROTOCOL_VERSION,
+            id: "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap(),
+            file_name: FileName::parse("test_0.JPEG").unwrap(),
+            image: ImagePayload::inline(b"\xff\xd8\xff"),
+            reply_to: "iras-response".into(),
+            submitted_at_ms: 1_700_000_000_000,
+            top_k: 3,
+            key_scheme: KeyScheme::RequestId,
+        }
+    }
+
+    fn sample_response() -> ResponseMessage {
+        ResponseMessage::new(
+            "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap(),
+            FileName::parse("test_0.JPEG").unwrap(),
+            Outcome::Label {
+                label: "bathtub".into(),
+                score: 0.75,
+                top_k: vec![
+                    Prediction {
+                        label: "bathtub".into(),
+                        index: 435,
+                        score: 0.75,
+                    },
+                    Prediction {
+                        label: "tub".into(),
+                        index: 876,
+                        score: 0.125,
+                    },
+                ],
+            },
+            "app-instance-1/0",
+            Timings {
+                queued_ms: 12,
+                decode_ms: 3,
+                inference_ms: 40,
+                total_ms: 45,
+            },
+        )
+    }
+
+    #[test]
+    fn request_wire_format() {
+        let body = sample_request().encode().unwrap();
+        assert_eq!(
+            body,
+            r#"{"version":1,"id":"67e55044-10b1-426f-9247-bb680e5fe0c8","file_name":"test_0.JPEG","image":{"type":"inline","data":"/9j/"},"reply_to":"iras-response","submitted_at_ms":1700000000000,"top_k":3,"key_scheme":"request-id"}"#
+        );
+        assert_eq!(RequestMessage::decode(&body).unwrap(), sample_request());
+    }
+
+    #[test]
+    fn response_wire_format() {
+        let body = sample_response().encode().unwrap();
+        assert_eq!(
+            body,
+            r#"{"version":1,"id":"67e55044-10b1-426f-9247-bb680e5fe0c8","file_name":"test_0.JPEG","outcome":{"type":"label","label":"bathtub","score":0.75,"top_k":[{"label":"bathtub","index":435,"score":0.75},{"label":"tub","index":876,"score":0.125}]},"worker":"app-instance-1/0","timings":{"queued_ms":12,"decode_ms":3,"inference_ms":40,"total_ms":45}}"#
+        );
+        assert_eq!(ResponseMessage::decode(&body).unwrap(), sample_response());
+
+        let mut err = sample_response();
+        err.outcome = Outcome::Error {
+            kind: ErrorKind::UndecodableImage,
+            message: "not an image".into(),
+        };
+        let body = err.encode().unwrap();
+        assert!(body.contains(
+            r#""outcome":{"type":"error","kind":"undecodable_image","message":"not an image"}"#
+        ));
+        assert_eq!(ResponseMessage::decode(&body).unwrap(), err);
+    }
+
+    #[test]
+    fn request_defaults_and_unknown_fields() {
+        let body = r#"{"version":1,"id":"67e55044-10b1-426f-9247-bb680e5fe0c8","file_name":"a.png","image":{"type":"claim","key":"k"},"reply_to":"q","submitted_at_ms":5,"added_later":true}"#;
+        let req = RequestMessage::decode(body).unwrap();
+        assert_eq!(req.top_k, DEFAULT_TOP_K);
+        assert_eq!(req.key_scheme, KeyScheme::FileName);
+        assert_eq!(req.image, ImagePayload::Claim { key: "k".into() });
+        assert_eq!(req.image.decode_inline().unwrap(), None);
+        assert_eq!(req.input_key(), "a.png");
+        assert_eq!(req.output_key(), "a");
+        assert_eq!(req.output_value("cat"), "(a, cat)");
+    }
+
+    #[test]
+    fn rejects_other_versions() {
+        let body = sample_request().encode().unwrap();
+        let v2 = body.replacen(r#""version":1"#, r#""version":2"#, 1);
+        let err = RequestMessage::decode(&v2).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtocolError::UnsupportedVersion {
+                    message: MessageKind::Request,
+                    found: 2,
+                    supported: 1
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the request has protocol version 2; this build speaks version 1"
+        );
+        // Even when the rest of the body would not parse as version 1.
+        let err = ResponseMessage::decode(r#"{"version":7,"totally":"different"}"#).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::UnsupportedVersion { found: 7, .. }
+        ));
+
+        let missing = body.replacen(r#""version":1,"#, "", 1);
+        assert!(matches!(
+            RequestMessage::decode(&missing).unwrap_err(),
+            ProtocolError::MissingVersion { .. }
+        ));
+
+        let mut req = sample_request();
+        req.version = 2;
+        assert!(matches!(
+            req.encode().unwrap_err(),
+            ProtocolError::UnsupportedVersion { found: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_bodies_as_bad_payload() {
+        let good = sample_request().encode().unwrap();
+        for bad in [
+            String::new(),
+            "not json".into(),
+            "[1]".into(),
+            r#"{"version":"1"}"#.into(),
+            good.replace("test_0.JPEG", "../test_0.JPEG"),
+            good.replace("67e55044-", "67e55044"),
+            good.replace(r#""type":"inline""#, r#""type":"smoke_signal""#),
+            good.replace(r#""top_k":3"#, r#""top_k":300"#),
+        ] {
+            let err = RequestMessage::decode(&bad).unwrap_err();
+            assert_eq!(err.error_kind(), ErrorKind::BadPayload, "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn bad_base64_is_a_typed_error() {
+        let payload = ImagePayload::Inline {
+            data: "not base64!".into(),
+        };
+        let err = payload.decode_inline().unwrap_err();
+        assert!(matches!(err, ProtocolError::DecodeBase64 { .. }));
+        assert_eq!(err.error_kind(), ErrorKind::BadPayload);
+    }
+
+    #[test]
+    fn refuses_to_encode_non_finite_scores() {
+        let mut resp = sample_response();
+        if let Outcome::Label { top_k, .. } = &mut resp.outcome {
+            top_k[1].score = f32::NAN;
+        }
+        let err = resp.encode().unwrap_err();
+        assert!(
+            matches!(&err, ProtocolError::NonFiniteScore { label } if label == "tub"),
+            "{err:?}"
+        );
+        assert_eq!(err.error_kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn unknown_error_kinds_still_decode() {
+        let body = sample_response()
+            .encode()
+            .unwrap()
+            .replace(
+                r#"{"type":"label","label":"bathtub","score":0.75,"top_k":[{"label":"bathtub","index":435,"score":0.75},{"label":"tub","index":876,"score":0.125}]}"#,
+                r#"{"type":"error","kind":"gpu_on_fire","message":"m"}"#,
+            );
+        let resp = ResponseMessage::decode(&body).unwrap();
+        assert_eq!(
+            resp.outcome,
+            Outcome::Error {
+                kind: ErrorKind::Unknown,
+                message: "m".into()
+            }
+        );
+        assert_eq!(resp.outcome.label(), None);
+    }
+
+    #[test]
+    fn error_kind_display_matches_serde() {
+        for kind in [
+            ErrorKind::BadPayload,
+            ErrorKind::UndecodableImage,
+            ErrorKind::ImageTooLarge,
+            ErrorKind::MissingClaim,
+            ErrorKind::Internal,
+            ErrorKind::Unknown,
+        ] {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+        }
+    }
+
+    // Strategies shared with the limits tests.
+
+    pub(crate) fn arb_id() -> impl Strategy<Value = RequestId> {
+        any::<[u8; 16]>().prop_map(|b| RequestId::from_uuid(uuid::Uuid::from_bytes(b)))
+    }
+
+    pub(crate) fn arb_file_name() -> impl Strategy<Value = FileName> {
+        prop_oneof![
+            "[a-zA-Z0-9_]{1,20}\\.(jpg|JPEG|png)",
+            "\\PC{1,255}",
+            any::<String>(),
+        ]
+        .prop_filter_map("not a valid file name", |raw| FileName::sanitize(&raw).ok())
+    }
+
+    fn arb_key_scheme() -> impl Strategy<Value = KeyScheme> {
+        prop_oneof![Just(KeyScheme::FileName), Just(KeyScheme::RequestId)]
+    }
+
+    fn arb_payload() -> impl Strategy<Value = ImagePayload> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512).prop_map(|b| ImagePayload::inline(&b)),
+            any::<String>().prop_map(|key| ImagePayload::Claim { key }),
+        ]
+    }
+
+    fn arb_request() -> impl Strategy<Value = RequestMessage> {
+        (
+            arb_id(),
+            arb_file_name(),
+            arb_payload(),
+            any::<String>(),
+            any::<u64>(),
+            any::<u8>(),
+            arb_key_scheme(),
+        )
+            .prop_map(
+                |(id, file_name, image, reply_to, submitted_at_ms, top_k, key_scheme)| {
+                    RequestMessage {
+                        version: PROTOCOL_VERSION,
+                        id,
+                        file_name,
+                        image,
+                        reply_to,
+                        submitted_at_ms,
+                        top_k,
+                        key_scheme,
+                    }
+                },
+            )
+    }
+
+    fn arb_score() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            0.0f32..=1.0,
+            prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO
+        ]
+    }
+
+    fn arb_outcome() -> impl Strategy<Value = Outcome> {
+        let prediction =
+            (any::<String>(), any::<u32>(), arb_score()).prop_map(|(label, index, score)| {
+                Prediction {
+                    label,
+                    index,
+                    score,
+                }
+            });
+        let kind = prop_oneof![
+            Just(ErrorKind::BadPayload),
+            Just(ErrorKind::UndecodableImage),
+            Just(ErrorKind::ImageTooLarge),
+            Just(ErrorKind::MissingClaim),
+            Just(ErrorKind::Internal),
+            Just(ErrorKind::Unknown),
+        ];
+        prop_oneof![
+            (
+                any::<String>(),
+                arb_score(),
+                prop::collection::vec(prediction, 0..5)
+            )
+                .prop_map(|(label, score, top_k)| Outcome::Label {
+                    label,
+                    score,
+                    top_k
+                }),
+            (kind, any::<String>()).prop_map(|(kind, message)| Outcome::Error { kind, message }),
+        ]
+    }
+
+    fn arb_response() -> impl Strategy<Value = ResponseMessage> {
+        (
+            arb_id(),
+            arb_file_name(),
+            arb_outcome(),
+            any::<String>(),
+            any::<[u64; 4]>(),
+        )
+            .prop_map(|(id, file_name, outcome, worker, t)| {
+                ResponseMessage::new(
+                    id,
+                    file_name,
+                    outcome,
+                    worker,
+                    Timings {
+                        queued_ms: t[0],
+                        decode_ms: t[1],
+                        inference_ms: t[2],
+                        total_ms: t[3],
+                    },
+                )
+            })
+    }
+
+    /// Characters SQS accepts in a body: tab, LF, CR, U+0020–U+D7FF, U+E000–U+FFFD,
+    /// U+10000 and up.
+    fn sqs_accepts(body: &str) -> bool {
+        body.chars().all(|c| {
+            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trip(req in arb_request()) {
+            let body = req.encode().unwrap();
+            prop_assert!(sqs_accepts(&body));
+            prop_assert_eq!(RequestMessage::decode(&body).unwrap(), req);
+        }
+
+        #[test]
+        fn response_round_trip(resp in arb_response()) {
+            let body = resp.encode().unwrap();
+            prop_assert!(sqs_accepts(&body));
+            prop_assert_eq!(ResponseMessage::decode(&body).unwrap(), resp);
+        }
+
+        #[test]
+        fn inline_payload_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let payload = ImagePayload::inline(&bytes);
+            prop_assert_eq!(payload.decode_inline().unwrap(), Some(bytes));
+        }
+
+        #[test]
+        fn decode_never_panics(body in any::<String>()) {
+            let _ = RequestMessage::decode(&body);
+            let _ = ResponseMessage::decode(&body);
+        }
+    }
 }
