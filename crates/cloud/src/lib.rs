@@ -1,1 +1,171 @@
-//! placeholder
+//! The cloud layer of iras: queues, buckets and the app-tier fleet, behind one interface
+//! with two backends.
+//!
+//! - [`Queue`], [`Bucket`] and [`Fleet`] are the interfaces the tiers code against, shared
+//!   as `Arc<dyn …>`.
+//! - [`Cloud`] is the factory: built from [`CloudArgs`] (`--backend local|aws`,
+//!   `IRAS_BACKEND`), it hands out queues, buckets and fleets, and [`Cloud::provision`]
+//!   creates a stack's queues (with dead-letter queues) and buckets idempotently.
+//! - The **local** backend ([`local`]) keeps everything under one state directory: queues in
+//!   one SQLite database (WAL mode, safe across processes), buckets as directories written
+//!   atomically, the fleet as app-tier child processes.
+//! - The **aws** backend ([`aws`]) uses SQS, S3 and EC2 through the SDK's default
+//!   credential chain.
+//!
+//! The design decision a reader may question: the backend is chosen at run time by
+//! configuration, never by `cfg(test)`. The local backend is not a test double bolted on
+//! the side; it is a real, durable implementation that the zero-setup stack runs on, and
+//! the same conformance suite (`tests/conformance.rs`) holds both backends to one
+//! behaviour, down to SQS's limits on names, batch sizes and waits.
+
+pub mod aws;
+pub mod bucket;
+pub mod env;
+pub mod error;
+pub mod fleet;
+pub mod local;
+pub mod queue;
+pub mod spec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use bucket::Bucket;
+pub use error::{CloudError, Result};
+pub use fleet::{Fleet, Instance, InstanceState};
+pub use queue::{
+    BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
+    ReceiveOptions, ReceivedMessage,
+};
+pub use spec::{Ec2Launch, FleetSpec, LocalLaunch, StackSpec};
+
+/// Which implementation backs the queues, buckets and fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Everything on this machine under the state directory (the default).
+    Local,
+    /// SQS, S3 and EC2.
+    Aws,
+}
+
+/// Command-line flags (and environment variables) that choose and configure the backend.
+/// Every tier flattens these into its own arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloudArgs {
+    /// Backend for queues, buckets and the fleet: `local` (embedded, zero setup) or `aws`.
+    #[arg(long, env = env::IRAS_BACKEND, value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+
+    /// Local backend: directory holding the queue database, the buckets and the fleet
+    /// records. Shared by every process of one local stack.
+    #[arg(long, env = env::IRAS_STATE_DIR, default_value = ".iras")]
+    pub state_dir: PathBuf,
+
+    /// AWS backend: endpoint URL for every service (a moto server, LocalStack). Beats the
+    /// SDK's `AWS_ENDPOINT_URL`. S3 then uses path-style addressing.
+    #[arg(long, env = env::IRAS_AWS_ENDPOINT_URL)]
+    pub aws_endpoint_url: Option<String>,
+
+    /// AWS backend: region. When unset the SDK's chain decides (`AWS_REGION`, the profile,
+    /// the instance metadata); startup fails clearly if none is found.
+    #[arg(long, env = env::IRAS_AWS_REGION)]
+    pub aws_region: Option<String>,
+}
+
+impl CloudArgs {
+    /// Arguments for the local backend rooted at `state_dir`.
+    pub fn local(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            backend: BackendKind::Local,
+            state_dir: state_dir.into(),
+            aws_endpoint_url: None,
+            aws_region: None,
+        }
+    }
+}
+
+/// The factory for queues, buckets and fleets of one backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cloud {
+    backend: CloudBackend,
+}
+
+#[derive(Debug, Clone)]
+enum CloudBackend {
+    Local(local::LocalCloud),
+    Aws(aws::AwsCloud),
+}
+
+impl Cloud {
+    /// Opens the configured backend: the local state directory, or the AWS clients (which
+    /// resolves the region and fails clearly without one).
+    pub async fn connect(args: &CloudArgs) -> Result<Self> {
+        let backend = match args.backend {
+            BackendKind::Local => {
+                CloudBackend::Local(local::LocalCloud::open(&args.state_dir).await?)
+            }
+            BackendKind::Aws => CloudBackend::Aws(
+                aws::AwsCloud::connect(
+                    args.aws_endpoint_url.as_deref(),
+                    args.aws_region.as_deref(),
+                )
+                .await?,
+            ),
+        };
+        Ok(Self { backend })
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            CloudBackend::Local(_) => BackendKind::Local,
+            CloudBackend::Aws(_) => BackendKind::Aws,
+        }
+    }
+
+    /// Creates the stack's queues, their dead-letter queues (with a redrive policy after
+    /// `max_receive_count` receives) and its buckets. Idempotent: existing resources are
+    /// kept as they are.
+    pub async fn provision(&self, stack: &StackSpec) -> Result<()> {
+        match &self.backend {
+            CloudBackend::Local(c) => c.provision(stack).await,
+            CloudBackend::Aws(c) => c.provision(stack).await,
+        }
+    }
+
+    /// The queue with this name (or, on AWS, this URL). Fails with
+    /// [`CloudError::QueueNotFound`] if it was never provisioned.
+    pub async fn queue(&self, name_or_url: &str) -> Result<Arc<dyn Queue>> {
+        match &self.backend {
+            CloudBackend::Local(c) => Ok(Arc::new(c.queue(name_or_url).await?)),
+            CloudBackend::Aws(c) => Ok(Arc::new(c.queue(name_or_url).await?)),
+        }
+    }
+
+    /// The bucket with this name. Fails with [`CloudError::BucketNotFound`] if it was never
+    /// provisioned.
+    pub async fn bucket(&self, name: &str) -> Result<Arc<dyn Bucket>> {
+        match &self.backend {
+            CloudBackend::Local(c) => Ok(Arc::new(c.bucket(name).await?)),
+            CloudBackend::Aws(c) => Ok(Arc::new(c.bucket(name).await?)),
+        }
+    }
+
+    /// The app-tier fleet described by `spec` (its `local` or `ec2` part must be set for
+    /// this backend).
+    pub async fn fleet(&self, spec: FleetSpec) -> Result<Arc<dyn Fleet>> {
+        match &self.backend {
+            CloudBackend::Local(c) => Ok(Arc::new(c.fleet(spec)?)),
+            CloudBackend::Aws(c) => Ok(Arc::new(c.fleet(spec)?)),
+        }
+    }
+}
+
+/// Tells the local fleet that this process serves (moves it from pending to running).
+/// Does nothing when the process was not started by a local fleet.
+pub fn mark_instance_ready() -> std::io::Result<()> {
+    match std::env::var_os(env::IRAS_READY_FILE) {
+        Some(path) => std::fs::write(path, b"ready\n"),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,118 @@
+//! The fleet interface: the app-tier instances the scaler grows and shrinks.
+//!
+//! On AWS an instance is an EC2 instance started from the app-tier AMI; locally it is an
+//! app-tier child process. Both are named `<prefix><N>` (`app-tier-1`, `app-tier-2`, …)
+//! reusing the lowest free N, and both report the same lifecycle states, so the scaler
+//! cannot tell them apart.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Lifecycle state of an instance, as EC2 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    /// Launched, not yet serving (EC2 booting; a local process that has not reported ready).
+    Pending,
+    /// Serving.
+    Running,
+    /// Asked to stop; draining its in-flight work.
+    Stopping,
+    /// Gone.
+    Terminated,
+}
+
+impl InstanceState {
+    /// Pending or running: what the scaler counts as capacity.
+    pub fn is_active(self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Terminated => "terminated",
+        })
+    }
+}
+
+/// One app-tier instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The backend's id (`i-0abc…` on EC2; `local-<pid>-<nonce>` locally).
+    pub id: String,
+    /// The `Name` tag: `<prefix><N>`.
+    pub name: String,
+    /// Where it is in its lifecycle.
+    pub state: InstanceState,
+    /// When it was launched.
+    pub launched_at: SystemTime,
+}
+
+impl Instance {
+    /// The N of `<prefix><N>`, if the name has that shape.
+    pub fn ordinal(&self, prefix: &str) -> Option<u32> {
+        self.name.strip_prefix(prefix)?.parse().ok()
+    }
+}
+
+/// The app-tier fleet. Cheap to share as `Arc<dyn Fleet>`.
+#[async_trait]
+pub trait Fleet: Send + Sync + fmt::Debug {
+    /// The instances of this fleet in every state but long-gone ones (terminated instances
+    /// may be listed for a while, as EC2 does).
+    async fn list(&self) -> Result<Vec<Instance>>;
+
+    /// Launches `count` instances, naming them with the lowest free ordinals. Returns the
+    /// new instances (pending).
+    async fn launch(&self, count: usize) -> Result<Vec<Instance>>;
+
+    /// Asks the given instances (by id) to stop: they drain and then end. Unknown or
+    /// already terminated ids are ignored.
+    async fn terminate(&self, ids: &[String]) -> Result<()>;
+}
+
+/// The lowest `count` ordinals (starting at 1) not used by an active or stopping instance.
+pub fn free_ordinals(instances: &[Instance], prefix: &str, count: usize) -> Vec<u32> {
+    let used: std::collections::HashSet<u32> = instances
+        .iter()
+        .filter(|i| i.state != InstanceState::Terminated)
+        .filter_map(|i| i.ordinal(prefix))
+        .collect();
+    (1..).filter(|n| !used.contains(n)).take(count).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(name: &str, state: InstanceState) -> Instance {
+        Instance {
+            id: name.into(),
+            name: name.into(),
+            state,
+            launched_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn free_ordinals_reuse_gaps_and_terminated_names() {
+        let fleet = vec![
+            inst("app-tier-1", InstanceState::Running),
+            inst("app-tier-2", InstanceState::Terminated),
+            inst("app-tier-3", InstanceState::Stopping),
+            inst("other", InstanceState::Running),
+        ];
+        assert_eq!(free_ordinals(&fleet, "app-tier-", 3), vec![2, 4, 5]);
+        assert_eq!(free_ordinals(&[], "app-tier-", 2), vec![1, 2]);
+    }
+}

@@ -1,0 +1,82 @@
+//! What to create and launch: the stack's queues and buckets, and the fleet's launch spec.
+//!
+//! These are plain data, shared by both backends; each backend reads the parts that apply
+//! to it (the local fleet its program and arguments, the EC2 fleet its AMI and network).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Suffix of the dead-letter queue that `provision` creates beside each queue.
+pub const DEAD_LETTER_SUFFIX: &str = "-dlq";
+
+/// The queues and buckets of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    /// Where the web tier puts requests and the app tier takes them.
+    pub request_queue: String,
+    /// Where the app tier puts results and the listener takes them.
+    pub response_queue: String,
+    /// Holds every uploaded image.
+    pub input_bucket: String,
+    /// Holds every result as `(stem, label)`.
+    pub output_bucket: String,
+    /// How many receives a message gets before it moves to the dead-letter queue.
+    pub max_receive_count: u32,
+    /// The queues' default visibility timeout.
+    pub visibility_timeout: Duration,
+}
+
+impl StackSpec {
+    /// The dead-letter queue paired with `queue`.
+    pub fn dead_letter_queue(queue: &str) -> String {
+        format!("{queue}{DEAD_LETTER_SUFFIX}")
+    }
+}
+
+/// How to name, tag and start app-tier instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSpec {
+    /// Instance names are this prefix plus an ordinal (`app-tier-` → `app-tier-1`).
+    pub name_prefix: String,
+    /// The stack the instances belong to: EC2 tag `iras:stack`, and the local fleet's
+    /// record directory. Only instances of this stack are listed or terminated.
+    pub stack: String,
+    /// Extra tags for every instance (the seed tagged `Type=apptier`).
+    pub tags: Vec<(String, String)>,
+    /// How to start a local app-tier process.
+    pub local: Option<LocalLaunch>,
+    /// How to start an EC2 app-tier instance.
+    pub ec2: Option<Ec2Launch>,
+}
+
+/// Starting an app tier as a local child process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalLaunch {
+    /// The program (the `app-tier` binary).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables (on top of the scaler's own environment).
+    pub env: Vec<(String, String)>,
+    /// How long a terminated process may drain after SIGTERM before it gets SIGKILL.
+    pub grace: Duration,
+}
+
+/// Starting an app tier as an EC2 instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Launch {
+    /// The app-tier AMI.
+    pub image_id: String,
+    /// E.g. `t3.micro`.
+    pub instance_type: String,
+    /// Security groups for the instance (the app tier needs no inbound rule).
+    pub security_group_ids: Vec<String>,
+    /// Subnet to launch into (default subnet of the default VPC when unset).
+    pub subnet_id: Option<String>,
+    /// Instance profile name or ARN giving the app tier its queue and bucket rights.
+    pub instance_profile: Option<String>,
+    /// SSH key pair name, for debugging only.
+    pub key_name: Option<String>,
+    /// cloud-init user data (plain text; the backend base64-encodes it).
+    pub user_data: Option<String>,
+}

@@ -1,0 +1,110 @@
+//! Test environments: a fresh local state directory, or unique names on the moto server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use iras_cloud::{BackendKind, Cloud, CloudArgs, FleetSpec, StackSpec};
+
+/// The environment variable naming the moto endpoint for the aws variants.
+pub(crate) const AWS_ENDPOINT_VAR: &str = "IRAS_TEST_AWS_ENDPOINT";
+
+/// Receives this many times before a message is dead-lettered, in every test stack.
+pub(crate) const MAX_RECEIVES: u32 = 2;
+
+pub(crate) struct TestEnv {
+    pub(crate) cloud: Cloud,
+    /// Unique per test: keeps tests on a shared moto server apart.
+    pub(crate) prefix: String,
+    _state: Option<tempfile::TempDir>,
+}
+
+impl TestEnv {
+    pub(crate) async fn local() -> Self {
+        let state = tempfile::tempdir().expect("temp dir");
+        let cloud = Cloud::connect(&CloudArgs::local(state.path()))
+            .await
+            .expect("local backend");
+        Self {
+            cloud,
+            prefix: unique_prefix(),
+            _state: Some(state),
+        }
+    }
+
+    pub(crate) async fn aws() -> Self {
+        let endpoint = std::env::var(AWS_ENDPOINT_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{AWS_ENDPOINT_VAR} is not set: the aws conformance tests need a moto server. \
+                 Run them through scripts/test, which starts one."
+            )
+        });
+        // moto accepts any credentials, but the SDK's chain must find some; scripts/test
+        // exports dummy ones so no real credential is ever used against the test server.
+        assert!(
+            std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
+            "AWS_ACCESS_KEY_ID is not set: run the aws conformance tests through scripts/test"
+        );
+        let args = CloudArgs {
+            backend: BackendKind::Aws,
+            state_dir: PathBuf::from("/nonexistent"),
+            aws_endpoint_url: Some(endpoint),
+            aws_region: Some("us-east-1".into()),
+        };
+        let cloud = Cloud::connect(&args)
+            .await
+            .expect("aws backend against moto");
+        Self {
+            cloud,
+            prefix: unique_prefix(),
+            _state: None,
+        }
+    }
+
+    /// A provisioned stack with names unique to this test.
+    pub(crate) async fn stack(&self) -> StackSpec {
+        let stack = StackSpec {
+            request_queue: format!("{}-req", self.prefix),
+            response_queue: format!("{}-resp", self.prefix),
+            input_bucket: format!("{}-in", self.prefix),
+            output_bucket: format!("{}-out", self.prefix),
+            max_receive_count: MAX_RECEIVES,
+            visibility_timeout: Duration::from_secs(30),
+        };
+        self.cloud.provision(&stack).await.expect("provision");
+        stack
+    }
+
+    /// A fleet spec whose local program is a shell that reports ready and then sleeps.
+    pub(crate) fn fleet_spec(&self) -> FleetSpec {
+        FleetSpec {
+            name_prefix: "app-tier-".into(),
+            stack: self.prefix.clone(),
+            tags: vec![("Type".into(), "apptier".into())],
+            local: Some(iras_cloud::LocalLaunch {
+                program: PathBuf::from("/bin/sh"),
+                args: vec![
+                    "-c".into(),
+                    "touch \"$IRAS_READY_FILE\"; exec sleep 300".into(),
+                ],
+                env: vec![],
+                grace: Duration::from_secs(5),
+            }),
+            ec2: Some(iras_cloud::Ec2Launch {
+                image_id: "ami-12c6146b".into(),
+                instance_type: "t3.micro".into(),
+                security_group_ids: vec![],
+                subnet_id: None,
+                instance_profile: None,
+                key_name: None,
+                user_data: Some("#cloud-config\n{}\n".into()),
+            }),
+        }
+    }
+
+    pub(crate) async fn cleanup(self) {}
+}
+
+fn unique_prefix() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t{}", &id[..12])
+}
