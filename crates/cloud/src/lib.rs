@@ -18,6 +18,7 @@
 //! the same conformance suite (`tests/conformance.rs`) holds both backends to one
 //! behaviour, down to SQS's limits on names, batch sizes and waits.
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod bucket;
 pub mod env;
@@ -93,6 +94,7 @@ pub struct Cloud {
 #[derive(Debug, Clone)]
 enum CloudBackend {
     Local(local::LocalCloud),
+    #[cfg(feature = "aws")]
     Aws(aws::AwsCloud),
 }
 
@@ -104,6 +106,7 @@ impl Cloud {
             BackendKind::Local => {
                 CloudBackend::Local(local::LocalCloud::open(&args.state_dir).await?)
             }
+            #[cfg(feature = "aws")]
             BackendKind::Aws => CloudBackend::Aws(
                 aws::AwsCloud::connect(
                     args.aws_endpoint_url.as_deref(),
@@ -111,6 +114,12 @@ impl Cloud {
                 )
                 .await?,
             ),
+            #[cfg(not(feature = "aws"))]
+            BackendKind::Aws => {
+                return Err(CloudError::Config(
+                    "this build has no aws backend (built without the `aws` feature)".into(),
+                ));
+            }
         };
         Ok(Self { backend })
     }
@@ -119,6 +128,7 @@ impl Cloud {
     pub fn kind(&self) -> BackendKind {
         match self.backend {
             CloudBackend::Local(_) => BackendKind::Local,
+            #[cfg(feature = "aws")]
             CloudBackend::Aws(_) => BackendKind::Aws,
         }
     }
@@ -129,6 +139,7 @@ impl Cloud {
     pub async fn provision(&self, stack: &StackSpec) -> Result<()> {
         match &self.backend {
             CloudBackend::Local(c) => c.provision(stack).await,
+            #[cfg(feature = "aws")]
             CloudBackend::Aws(c) => c.provision(stack).await,
         }
     }
@@ -138,6 +149,7 @@ impl Cloud {
     pub async fn queue(&self, name_or_url: &str) -> Result<Arc<dyn Queue>> {
         match &self.backend {
             CloudBackend::Local(c) => Ok(Arc::new(c.queue(name_or_url).await?)),
+            #[cfg(feature = "aws")]
             CloudBackend::Aws(c) => Ok(Arc::new(c.queue(name_or_url).await?)),
         }
     }
@@ -147,6 +159,7 @@ impl Cloud {
     pub async fn bucket(&self, name: &str) -> Result<Arc<dyn Bucket>> {
         match &self.backend {
             CloudBackend::Local(c) => Ok(Arc::new(c.bucket(name).await?)),
+            #[cfg(feature = "aws")]
             CloudBackend::Aws(c) => Ok(Arc::new(c.bucket(name).await?)),
         }
     }
@@ -156,6 +169,7 @@ impl Cloud {
     pub async fn fleet(&self, spec: FleetSpec) -> Result<Arc<dyn Fleet>> {
         match &self.backend {
             CloudBackend::Local(c) => Ok(Arc::new(c.fleet(spec)?)),
+            #[cfg(feature = "aws")]
             CloudBackend::Aws(c) => Ok(Arc::new(c.fleet(spec)?)),
         }
     }

@@ -268,19 +268,22 @@ mod tests {
             .is_err()
         );
     }
+}
 
-    #[test]
-    fn batches_respect_the_limit_and_keep_order() {
-        for n in 0..35 {
-            let items: Vec<usize> = (0..n).collect();
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The delete/send chunker: every chunk is within the batch limit, none is empty,
+        /// and concatenating them gives back the input in order.
+        #[test]
+        fn batches_never_exceed_the_limit_nor_reorder(items in proptest::collection::vec(any::<u32>(), 0..200)) {
             let chunks = batches(items.clone());
-            assert!(
-                chunks
-                    .iter()
-                    .all(|c| !c.is_empty() && c.len() <= MAX_BATCH_ENTRIES)
-            );
-            assert_eq!(chunks.concat(), items);
-            assert_eq!(chunks.len(), n.div_ceil(MAX_BATCH_ENTRIES));
+            prop_assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= MAX_BATCH_ENTRIES));
+            prop_assert_eq!(chunks.concat(), items);
         }
     }
 }

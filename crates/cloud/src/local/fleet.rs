@@ -91,9 +91,10 @@ impl Record {
         }
     }
 
+    /// Signals the process's whole group (it leads one), so helpers it started go too.
     fn signal(&self, signal: Signal) {
         if self.alive() {
-            let _ = kill(Pid::from_raw(self.pid), signal);
+            let _ = kill(Pid::from_raw(-self.pid), signal);
         }
     }
 }

@@ -1,0 +1,287 @@
+//! What only the local backend has to prove: it is shared safely by several processes
+//! (each with its own database connection), it survives restarts, and a damaged or
+//! unusable state directory is a clear error that damages nothing.
+
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iras_cloud::{
+    Cloud, CloudArgs, CloudError, FleetSpec, InstanceState, LocalLaunch, OutgoingMessage,
+    ReceiveOptions, StackSpec,
+};
+
+fn stack() -> StackSpec {
+    StackSpec {
+        request_queue: "requests".into(),
+        response_queue: "responses".into(),
+        input_bucket: "input".into(),
+        output_bucket: "output".into(),
+        max_receive_count: 3,
+        visibility_timeout: Duration::from_secs(30),
+    }
+}
+
+/// A second `Cloud` on the same directory has its own SQLite connection and doorbells,
+/// exactly like another process.
+async fn open(dir: &std::path::Path) -> Cloud {
+    Cloud::connect(&CloudArgs::local(dir))
+        .await
+        .expect("open local backend")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_on_separate_connections_never_share_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = open(dir.path()).await;
+    producer.provision(&stack()).await.unwrap();
+    let q = producer.queue("requests").await.unwrap();
+
+    let mut consumers = Vec::new();
+    for _ in 0..6 {
+        let cloud = open(dir.path()).await;
+        consumers.push(tokio::spawn(async move {
+            let q = cloud.queue("requests").await.unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let opts = ReceiveOptions {
+                    max_messages: 3,
+                    wait: Duration::from_secs(2),
+                    visibility_timeout: Some(Duration::from_secs(60)),
+                };
+                let got = q.receive(opts).await.unwrap();
+                if got.is_empty() {
+                    return seen;
+                }
+                for m in got {
+                    q.delete(&m.receipt).await.unwrap();
+                    seen.push(m.body);
+                }
+            }
+        }));
+    }
+    for i in 0..300 {
+        q.send(OutgoingMessage::new(format!("m{i}"))).await.unwrap();
+    }
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(c.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 300, "a message was delivered twice or lost");
+    assert_eq!(unique.len(), 300);
+}
+
+#[tokio::test]
+async fn a_waiting_receive_wakes_for_a_send_from_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path()).await;
+    a.provision(&stack()).await.unwrap();
+    let b = open(dir.path()).await;
+    let receiver = a.queue("requests").await.unwrap();
+    let sender = b.queue("requests").await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        let got = receiver
+            .receive(ReceiveOptions {
+                max_messages: 1,
+                wait: Duration::from_secs(20),
+                visibility_timeout: None,
+            })
+            .await
+            .unwrap();
+        (got, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    sender.send(OutgoingMessage::new("ding")).await.unwrap();
+    let (got, _) = waiter.await.unwrap();
+    assert_eq!(got.len(), 1);
+    // Far below the 250 ms fallback poll: the doorbell woke it.
+    assert!(
+        sent_at.elapsed() < Duration::from_millis(200),
+        "woke after {:?}",
+        sent_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn messages_and_objects_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cloud = open(dir.path()).await;
+        cloud.provision(&stack()).await.unwrap();
+        cloud
+            .queue("requests")
+            .await
+            .unwrap()
+            .send(OutgoingMessage::new("durable"))
+            .await
+            .unwrap();
+        cloud
+            .bucket("output")
+            .await
+            .unwrap()
+            .put("k", b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    let cloud = open(dir.path()).await;
+    let got = cloud
+        .queue("requests")
+        .await
+        .unwrap()
+        .receive(ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::ZERO,
+            visibility_timeout: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "durable");
+    assert_eq!(
+        cloud
+            .bucket("output")
+            .await
+            .unwrap()
+            .get("k")
+            .await
+            .unwrap(),
+        b"v"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_reported_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queues.db");
+    let garbage = b"this is not an SQLite database, and it must not be overwritten".repeat(100);
+    std::fs::write(&db, &garbage).unwrap();
+    let err = Cloud::connect(&CloudArgs::local(dir.path()))
+        .await
+        .expect_err("corrupt");
+    assert!(matches!(err, CloudError::CorruptDatabase { .. }), "{err}");
+    assert!(err.to_string().contains("queues.db"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage);
+}
+
+#[tokio::test]
+async fn an_unusable_state_directory_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Cloud::connect(&CloudArgs::local(file.join("state")))
+        .await
+        .expect_err("not a dir");
+    assert!(matches!(err, CloudError::StateDir { .. }), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+fn fleet_spec(script: &str, grace: Duration) -> FleetSpec {
+    FleetSpec {
+        name_prefix: "app-tier-".into(),
+        stack: "test".into(),
+        tags: vec![],
+        local: Some(LocalLaunch {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+            grace,
+        }),
+        ec2: None,
+    }
+}
+
+async fn wait_for_state(
+    fleet: &Arc<dyn iras_cloud::Fleet>,
+    id: &str,
+    state: InstanceState,
+) -> InstanceState {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let current = fleet
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| i.state);
+        if current == Some(state) || Instant::now() > deadline {
+            return current.unwrap_or(InstanceState::Terminated);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_scaler_sees_and_stops_the_processes_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "touch \"$IRAS_READY_FILE\"; exec sleep 300";
+    let id = {
+        let fleet = open(dir.path())
+            .await
+            .fleet(fleet_spec(script, Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let launched = fleet.launch(1).await.unwrap();
+        assert_eq!(launched[0].state, InstanceState::Pending);
+        launched[0].id.clone()
+    };
+    // A new process (a restarted scaler) opens the same state directory.
+    let fleet = open(dir.path())
+        .await
+        .fleet(fleet_spec(script, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for_state(&fleet, &id, InstanceState::Running).await,
+        InstanceState::Running
+    );
+    fleet.terminate(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(
+        wait_for_state(&fleet, &id, InstanceState::Terminated).await,
+        InstanceState::Terminated
+    );
+}
+
+#[tokio::test]
+async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "trap '' TERM; touch \"$IRAS_READY_FILE\"; while :; do sleep 0.1; done";
+    let fleet = open(dir.path())
+        .await
+        .fleet(fleet_spec(script, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let id = fleet.launch(1).await.unwrap()[0].id.clone();
+    assert_eq!(
+        wait_for_state(&fleet, &id, InstanceState::Running).await,
+        InstanceState::Running
+    );
+    let asked = Instant::now();
+    fleet.terminate(std::slice::from_ref(&id)).await.unwrap();
+    // Still draining (ignoring SIGTERM) inside the grace period …
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fleet
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.state),
+        Some(InstanceState::Stopping)
+    );
+    // … and gone soon after it, without anyone else listing in between.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        wait_for_state(&fleet, &id, InstanceState::Terminated).await,
+        InstanceState::Terminated
+    );
+    assert!(asked.elapsed() < Duration::from_secs(10));
+}
