@@ -162,7 +162,8 @@ impl Ec2Fleet {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Failure::of(&e).into_error(SERVICE, "DescribeInstances"))?;
+            let page =
+                page.map_err(|e| Failure::of(&e).into_error(SERVICE, "DescribeInstances"))?;
             for reservation in page.reservations() {
                 out.extend(
                     reservation
@@ -219,7 +220,10 @@ impl Ec2Fleet {
     fn tags(&self, name: &str) -> Vec<Tag> {
         let mut tags = vec![
             Tag::builder().key("Name").value(name).build(),
-            Tag::builder().key(STACK_TAG).value(&self.spec.stack).build(),
+            Tag::builder()
+                .key(STACK_TAG)
+                .value(&self.spec.stack)
+                .build(),
         ];
         tags.extend(
             self.spec
@@ -347,7 +351,11 @@ impl Fleet for Ec2Fleet {
             .filter(|i| i.state != InstanceState::Terminated)
             .map(|i| i.id)
             .collect();
-        let mut targets: Vec<String> = ids.iter().filter(|id| ours.contains(*id)).cloned().collect();
+        let mut targets: Vec<String> = ids
+            .iter()
+            .filter(|id| ours.contains(*id))
+            .cloned()
+            .collect();
         targets.sort();
         targets.dedup();
         if targets.is_empty() {
@@ -365,7 +373,10 @@ impl Fleet for Ec2Fleet {
                     // Launched moments ago and not yet known to every EC2 endpoint.
                     return CloudError::Fleet {
                         action: "terminate",
-                        message: format!("EC2 does not know all of {targets:?} yet: {}", failure.message),
+                        message: format!(
+                            "EC2 does not know all of {targets:?} yet: {}",
+                            failure.message
+                        ),
                         retryable: true,
                     };
                 }
@@ -419,7 +430,10 @@ mod tests {
         FleetSpec {
             name_prefix: "app-tier-".into(),
             stack: "s1".into(),
-            tags: vec![("Type".into(), "apptier".into()), ("Name".into(), "x".into())],
+            tags: vec![
+                ("Type".into(), "apptier".into()),
+                ("Name".into(), "x".into()),
+            ],
             local: None,
             ec2: Some(Ec2Launch {
                 image_id: "ami-1".into(),
@@ -604,7 +618,12 @@ mod tests {
     #[tokio::test]
     async fn client_token_is_kept_across_retries_and_fresh_per_launch() {
         let (url, bodies) = flaky_ec2().await;
-        let fleet = Ec2Fleet::new(offline_client(&url), spec()).unwrap();
+        let mut spec = spec();
+        if let Some(ec2) = spec.ec2.as_mut() {
+            ec2.instance_profile = Some("arn:aws:iam::123456789012:instance-profile/app".into());
+            ec2.security_group_ids = vec!["sg-1".into()];
+        }
+        let fleet = Ec2Fleet::new(offline_client(&url), spec).unwrap();
         let err = fleet.launch(1).await.expect_err("503s exhaust the retries");
         assert!(err.is_retryable(), "{err}");
         let err = fleet.launch(1).await.expect_err("503s exhaust the retries");
@@ -630,6 +649,15 @@ mod tests {
         assert_eq!(form_value(first, "MaxCount").as_deref(), Some("1"));
         assert_eq!(form_value(first, "ImageId").as_deref(), Some("ami-1"));
         assert!(first.contains("app-tier-1"), "{first}");
+        assert_eq!(
+            form_value(first, "SecurityGroupId.1").as_deref(),
+            Some("sg-1")
+        );
+        assert!(
+            form_value(first, "IamInstanceProfile.Arn").is_some()
+                && form_value(first, "IamInstanceProfile.Name").is_none(),
+            "{first}"
+        );
         assert_eq!(
             form_value(first, "UserData").as_deref(),
             Some("IyEvYmluL3NoCg%3D%3D")

@@ -289,11 +289,7 @@ impl Failure {
 
 /// An error for a response that lacks what the API promises (never seen in practice;
 /// not retryable because the same answer would come back).
-pub(crate) fn malformed(
-    service: &'static str,
-    operation: &'static str,
-    what: &str,
-) -> CloudError {
+pub(crate) fn malformed(service: &'static str, operation: &'static str, what: &str) -> CloudError {
     CloudError::Aws {
         service,
         operation,
@@ -444,7 +440,11 @@ mod tests {
             Some("eu-west-1")
         );
         assert_eq!(
-            clients.sqs.config().timeout_config().and_then(|t| t.read_timeout()),
+            clients
+                .sqs
+                .config()
+                .timeout_config()
+                .and_then(|t| t.read_timeout()),
             Some(READ_TIMEOUT)
         );
         assert!(READ_TIMEOUT > crate::queue::MAX_WAIT);

@@ -193,7 +193,12 @@ mod tests {
             CloudError::BucketNotFound { .. }
         ));
         assert!(matches!(
-            s3_error("b", Some("k"), "PutObject", failure(Some("NoSuchBucket"), 404)),
+            s3_error(
+                "b",
+                Some("k"),
+                "PutObject",
+                failure(Some("NoSuchBucket"), 404)
+            ),
             CloudError::BucketNotFound { .. }
         ));
         assert!(matches!(
@@ -202,7 +207,13 @@ mod tests {
         ));
         let denied = s3_error("b", None, "HeadBucket", failure(None, 403));
         assert!(
-            matches!(denied, CloudError::Aws { retryable: false, .. }),
+            matches!(
+                denied,
+                CloudError::Aws {
+                    retryable: false,
+                    ..
+                }
+            ),
             "{denied}"
         );
         assert!(denied.to_string().contains("another account"));

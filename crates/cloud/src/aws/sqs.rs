@@ -48,7 +48,10 @@ const MAX_BATCH_PAYLOAD_BYTES: usize = MAX_MESSAGE_BYTES;
 const DEAD_LETTER_RETENTION_SECS: u32 = 14 * 24 * 60 * 60;
 
 /// Error codes for a queue that does not exist (JSON protocol, then the query protocol's).
-const QUEUE_MISSING: &[&str] = &["QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"];
+const QUEUE_MISSING: &[&str] = &[
+    "QueueDoesNotExist",
+    "AWS.SimpleQueueService.NonExistentQueue",
+];
 /// Error codes for a receipt handle that is malformed, stale or no longer in flight.
 const RECEIPT_INVALID: &[&str] = &[
     "ReceiptHandleIsInvalid",
@@ -503,7 +506,10 @@ async fn ensure_queue(
             if !failure.has_code(QUEUE_EXISTS) {
                 return Err(sqs_error(name, "CreateQueue", failure));
             }
-            tracing::info!(queue = name, "queue exists with other attributes; updating them");
+            tracing::info!(
+                queue = name,
+                "queue exists with other attributes; updating them"
+            );
             let url = queue_url(client, name).await?;
             client
                 .set_queue_attributes()
@@ -590,7 +596,10 @@ mod tests {
                 Some("iras-requests"),
             ),
             ("http://127.0.0.1:5000/123456789012/q-1/", Some("q-1")),
-            ("http://localhost:4566/000000000000/q.fifo?x=1", Some("q.fifo")),
+            (
+                "http://localhost:4566/000000000000/q.fifo?x=1",
+                Some("q.fifo"),
+            ),
             ("http://127.0.0.1:5000", None),
             ("http://127.0.0.1:5000/", None),
             ("iras-requests", None),
@@ -609,11 +618,19 @@ mod tests {
             ));
         }
         assert!(matches!(
-            sqs_error("q", "DeleteMessage", service_failure("ReceiptHandleIsInvalid")),
+            sqs_error(
+                "q",
+                "DeleteMessage",
+                service_failure("ReceiptHandleIsInvalid")
+            ),
             CloudError::InvalidReceipt { .. }
         ));
         assert!(matches!(
-            sqs_error("q", "ChangeMessageVisibility", service_failure("MessageNotInflight")),
+            sqs_error(
+                "q",
+                "ChangeMessageVisibility",
+                service_failure("MessageNotInflight")
+            ),
             CloudError::InvalidReceipt { .. }
         ));
         // Only calls that take a receipt can blame it.
@@ -622,7 +639,16 @@ mod tests {
             CloudError::Aws { .. }
         ));
         let err = sqs_error("q", "ReceiveMessage", service_failure("Throttling"));
-        assert!(matches!(err, CloudError::Aws { retryable: true, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                CloudError::Aws {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
