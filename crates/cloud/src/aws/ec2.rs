@@ -1,0 +1,668 @@
+//! The EC2 app-tier fleet.
+//!
+//! Instances of a fleet carry the tag `iras:stack=<stack>` and a `Name` of
+//! `<prefix><N>`; `list` asks EC2 for the stack tag and keeps the names with the prefix,
+//! and `terminate` only ever terminates ids found that way, so a scaler can never stop an
+//! instance that is not its own, whatever ids it is handed.
+//!
+//! Three decisions a reader may question:
+//!
+//! - **One `RunInstances` per instance, each with its own client token.** A launch that
+//!   times out may still have happened; EC2 deduplicates requests that carry the same
+//!   `ClientToken`, so a retry (the SDK's, which re-sends the same serialized request)
+//!   cannot double the fleet. The token is derived from (stack, name, a nonce drawn once
+//!   per `launch` call), not just (stack, name): names are reused after termination, and
+//!   EC2 remembers a token for a long time after the instance is gone, so a later launch
+//!   of the same name with the same token would get the old, terminated instance back
+//!   instead of a new one. We set it ourselves rather than let the SDK fill in a random
+//!   one so it is known to us: it is logged with the launch, and it is a pure function we
+//!   can test (moto ignores client tokens, so the conformance suite cannot).
+//! - **An in-memory record of recent launches.** `DescribeInstances` is eventually
+//!   consistent: an instance can be missing from it for a few seconds after
+//!   `RunInstances` returned. A scaler that listed in that window would see too few
+//!   instances and launch again. So `launch` remembers what it started for
+//!   [`RECENT_LAUNCH_TTL`], and `list` adds any of those EC2 does not show yet (as
+//!   pending). Launches are serialised within the fleet handle for the same reason: two
+//!   overlapping launches would pick the same free names.
+//! - **State mapping.** EC2's `stopping` and `shutting-down` are [`InstanceState::Stopping`];
+//!   `stopped` and `terminated` are [`InstanceState::Terminated`] (a stopped app tier
+//!   serves nothing, and its name may be reused); a state this SDK does not know is counted
+//!   as pending, so it is neither relaunched nor forgotten.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, InstanceStateName, InstanceType, ResourceType, Tag,
+    TagSpecification,
+};
+
+use super::{Failure, malformed};
+use crate::error::{CloudError, Result};
+use crate::fleet::{Fleet, Instance, InstanceState, free_ordinals};
+use crate::spec::{Ec2Launch, FleetSpec};
+
+const SERVICE: &str = "ec2";
+
+/// The tag that marks an instance as part of a stack's fleet.
+pub(crate) const STACK_TAG: &str = "iras:stack";
+/// How long `list` vouches for an instance it launched that `DescribeInstances` does not
+/// show yet. EC2 usually catches up within seconds.
+pub(crate) const RECENT_LAUNCH_TTL: Duration = Duration::from_secs(120);
+/// Longest client token EC2 accepts.
+const MAX_CLIENT_TOKEN_LEN: usize = 64;
+
+/// Maps an EC2 state name to ours (see the module docs).
+pub(crate) fn map_state(state: &InstanceStateName) -> InstanceState {
+    match state {
+        InstanceStateName::Pending => InstanceState::Pending,
+        InstanceStateName::Running => InstanceState::Running,
+        InstanceStateName::Stopping | InstanceStateName::ShuttingDown => InstanceState::Stopping,
+        InstanceStateName::Stopped | InstanceStateName::Terminated => InstanceState::Terminated,
+        _ => InstanceState::Pending,
+    }
+}
+
+/// 64-bit FNV-1a: a tiny, stable hash (the standard library's hasher may change between
+/// Rust releases, and a token must not).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The `ClientToken` for launching `name` of `stack` in the launch identified by `nonce`:
+/// the same inputs always give the same token; a different stack, name or launch gives a
+/// different one.
+pub(crate) fn client_token(stack: &str, name: &str, nonce: u64) -> String {
+    let digest = fnv1a(&[stack.as_bytes(), name.as_bytes(), &nonce.to_be_bytes()]);
+    let token = format!("iras-{digest:016x}-{nonce:016x}");
+    debug_assert!(token.len() <= MAX_CLIENT_TOKEN_LEN);
+    token
+}
+
+/// An instance `launch` started, remembered until EC2 lists it reliably.
+#[derive(Debug, Clone)]
+struct RecentLaunch {
+    instance: Instance,
+    at: Instant,
+}
+
+/// The EC2 app-tier fleet.
+#[derive(Debug, Clone)]
+pub struct Ec2Fleet {
+    client: Client,
+    spec: FleetSpec,
+    launch: Ec2Launch,
+    /// Instances launched in the last [`RECENT_LAUNCH_TTL`], by id: merged into `list`
+    /// while `DescribeInstances` lags. A std mutex: only held for map updates, never
+    /// across an `.await`.
+    recent: Arc<Mutex<HashMap<String, RecentLaunch>>>,
+    /// Serialises `launch` calls on this handle, so two cannot pick the same free names.
+    /// A tokio mutex because it is held across the EC2 calls of one launch.
+    launching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Ec2Fleet {
+    pub(super) fn new(client: Client, spec: FleetSpec) -> Result<Self> {
+        let launch = spec.ec2.clone().ok_or_else(|| {
+            CloudError::Config(
+                "the aws backend needs an EC2 launch spec for the fleet (AMI, instance type, …)"
+                    .into(),
+            )
+        })?;
+        if launch.image_id.trim().is_empty() || launch.instance_type.trim().is_empty() {
+            return Err(CloudError::Config(
+                "the EC2 launch spec needs an AMI id and an instance type".into(),
+            ));
+        }
+        if spec.stack.is_empty() || spec.name_prefix.is_empty() {
+            return Err(CloudError::Config(
+                "the fleet needs a stack name and an instance name prefix".into(),
+            ));
+        }
+        Ok(Self {
+            client,
+            spec,
+            launch,
+            recent: Arc::new(Mutex::new(HashMap::new())),
+            launching: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, RecentLaunch>> {
+        // The map holds plain data, consistent after every statement; a panic elsewhere
+        // while it was locked cannot have left it half-updated.
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What EC2 shows for this stack (instances whose name has the prefix).
+    async fn describe(&self) -> Result<Vec<Instance>> {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{STACK_TAG}"))
+                    .values(&self.spec.stack)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| Failure::of(&e).into_error(SERVICE, "DescribeInstances"))?;
+            for reservation in page.reservations() {
+                out.extend(
+                    reservation
+                        .instances()
+                        .iter()
+                        .filter_map(|i| self.to_instance(i)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Our view of an EC2 instance, if it is one of this fleet's.
+    fn to_instance(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+        let tag = |key: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+        };
+        if tag(STACK_TAG) != Some(self.spec.stack.as_str()) {
+            return None;
+        }
+        let name = tag("Name").filter(|n| n.starts_with(&self.spec.name_prefix))?;
+        Some(Instance {
+            id: i.instance_id()?.to_owned(),
+            name: name.to_owned(),
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map_or(InstanceState::Pending, map_state),
+            launched_at: i
+                .launch_time()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    /// EC2's list plus the recent launches it does not show yet.
+    fn merge_recent(&self, mut listed: Vec<Instance>) -> Vec<Instance> {
+        let mut recent = self.recent();
+        recent.retain(|_, r| r.at.elapsed() < RECENT_LAUNCH_TTL);
+        let seen: HashSet<&str> = listed.iter().map(|i| i.id.as_str()).collect();
+        let missing: Vec<Instance> = recent
+            .values()
+            .filter(|r| !seen.contains(r.instance.id.as_str()))
+            .map(|r| r.instance.clone())
+            .collect();
+        listed.extend(missing);
+        listed
+    }
+
+    /// The tags every instance gets: `Name`, the stack tag and the spec's extra tags.
+    fn tags(&self, name: &str) -> Vec<Tag> {
+        let mut tags = vec![
+            Tag::builder().key("Name").value(name).build(),
+            Tag::builder()
+                .key(STACK_TAG)
+                .value(&self.spec.stack)
+                .build(),
+        ];
+        tags.extend(
+            self.spec
+                .tags
+                .iter()
+                .filter(|(k, _)| k != "Name" && k != STACK_TAG)
+                .map(|(k, v)| Tag::builder().key(k).value(v).build()),
+        );
+        tags
+    }
+
+    /// One `RunInstances` for one named instance, with the given client token.
+    async fn run_instance(&self, name: &str, token: &str) -> Result<Instance> {
+        let l = &self.launch;
+        let profile = l.instance_profile.as_deref().map(|p| {
+            let spec = IamInstanceProfileSpecification::builder();
+            if p.starts_with("arn:") {
+                spec.arn(p).build()
+            } else {
+                spec.name(p).build()
+            }
+        });
+        tracing::info!(name, client_token = token, image = %l.image_id, "launching instance");
+        let output = self
+            .client
+            .run_instances()
+            .image_id(&l.image_id)
+            .instance_type(InstanceType::from(l.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(token)
+            .set_security_group_ids(
+                (!l.security_group_ids.is_empty()).then(|| l.security_group_ids.clone()),
+            )
+            .set_subnet_id(l.subnet_id.clone())
+            .set_iam_instance_profile(profile)
+            .set_key_name(l.key_name.clone())
+            .set_user_data(l.user_data.as_deref().map(aws_smithy_types::base64::encode))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(self.tags(name)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Failure::of(&e).into_error(SERVICE, "RunInstances"))?;
+        let launched = output
+            .instances()
+            .first()
+            .ok_or_else(|| malformed(SERVICE, "RunInstances", "no instance"))?;
+        let id = launched
+            .instance_id()
+            .ok_or_else(|| malformed(SERVICE, "RunInstances", "no InstanceId"))?;
+        Ok(Instance {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            state: InstanceState::Pending,
+            launched_at: launched
+                .launch_time()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or_else(SystemTime::now),
+        })
+    }
+}
+
+#[async_trait]
+impl Fleet for Ec2Fleet {
+    async fn list(&self) -> Result<Vec<Instance>> {
+        let listed = self.describe().await?;
+        Ok(self.merge_recent(listed))
+    }
+
+    async fn launch(&self, count: usize) -> Result<Vec<Instance>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let _one_launch_at_a_time = self.launching.lock().await;
+        let current = self.list().await?;
+        let names: Vec<String> = free_ordinals(&current, &self.spec.name_prefix, count)
+            .into_iter()
+            .map(|n| format!("{}{n}", self.spec.name_prefix))
+            .collect();
+        let nonce: u64 = rand::random();
+        let mut launched = Vec::with_capacity(names.len());
+        for name in &names {
+            let token = client_token(&self.spec.stack, name, nonce);
+            match self.run_instance(name, &token).await {
+                Ok(instance) => {
+                    self.recent().insert(
+                        instance.id.clone(),
+                        RecentLaunch {
+                            instance: instance.clone(),
+                            at: Instant::now(),
+                        },
+                    );
+                    launched.push(instance);
+                }
+                Err(e) => {
+                    // The ones already started stay recorded, so the next list shows them.
+                    if !launched.is_empty() {
+                        tracing::warn!(
+                            launched = launched.len(),
+                            wanted = names.len(),
+                            error = %e,
+                            "launch stopped part way"
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(launched)
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Only this fleet's instances, and only those not already gone.
+        let ours: HashSet<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|i| i.state != InstanceState::Terminated)
+            .map(|i| i.id)
+            .collect();
+        let mut targets: Vec<String> = ids
+            .iter()
+            .filter(|id| ours.contains(*id))
+            .cloned()
+            .collect();
+        targets.sort();
+        targets.dedup();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(ids = ?targets, "terminating instances");
+        self.client
+            .terminate_instances()
+            .set_instance_ids(Some(targets.clone()))
+            .send()
+            .await
+            .map_err(|e| {
+                let failure = Failure::of(&e);
+                if failure.has_code(&["InvalidInstanceID.NotFound"]) {
+                    // Launched moments ago and not yet known to every EC2 endpoint.
+                    return CloudError::Fleet {
+                        action: "terminate",
+                        message: format!(
+                            "EC2 does not know all of {targets:?} yet: {}",
+                            failure.message
+                        ),
+                        retryable: true,
+                    };
+                }
+                failure.into_error(SERVICE, "TerminateInstances")
+            })?;
+        let mut recent = self.recent();
+        for id in &targets {
+            if let Some(r) = recent.get_mut(id) {
+                r.instance.state = InstanceState::Stopping;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_map_like_the_local_fleet() {
+        use InstanceStateName as S;
+        assert_eq!(map_state(&S::Pending), InstanceState::Pending);
+        assert_eq!(map_state(&S::Running), InstanceState::Running);
+        assert_eq!(map_state(&S::Stopping), InstanceState::Stopping);
+        assert_eq!(map_state(&S::ShuttingDown), InstanceState::Stopping);
+        assert_eq!(map_state(&S::Stopped), InstanceState::Terminated);
+        assert_eq!(map_state(&S::Terminated), InstanceState::Terminated);
+        assert_eq!(map_state(&S::from("hibernating")), InstanceState::Pending);
+    }
+
+    #[test]
+    fn client_tokens_are_stable_and_distinct() {
+        let t = client_token("prod", "app-tier-1", 42);
+        assert_eq!(t, client_token("prod", "app-tier-1", 42));
+        assert!(t.len() <= MAX_CLIENT_TOKEN_LEN && t.is_ascii(), "{t}");
+        let others = [
+            client_token("prod", "app-tier-1", 43),
+            client_token("prod", "app-tier-2", 42),
+            client_token("test", "app-tier-1", 42),
+            client_token("prodapp-tier-1", "", 42),
+        ];
+        for other in &others {
+            assert_ne!(&t, other);
+        }
+        // A very long stack name still gives a short token.
+        assert!(client_token(&"s".repeat(500), "n", u64::MAX).len() <= MAX_CLIENT_TOKEN_LEN);
+    }
+
+    fn spec() -> FleetSpec {
+        FleetSpec {
+            name_prefix: "app-tier-".into(),
+            stack: "s1".into(),
+            tags: vec![
+                ("Type".into(), "apptier".into()),
+                ("Name".into(), "x".into()),
+            ],
+            local: None,
+            ec2: Some(Ec2Launch {
+                image_id: "ami-1".into(),
+                instance_type: "t3.micro".into(),
+                security_group_ids: vec![],
+                subnet_id: None,
+                instance_profile: None,
+                key_name: None,
+                user_data: Some("#!/bin/sh\n".into()),
+            }),
+        }
+    }
+
+    fn offline_client(endpoint: &str) -> Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "test", "test", None, None, "static",
+            ))
+            .retry_config(
+                aws_sdk_ec2::config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1)),
+            )
+            .build();
+        Client::from_conf(config)
+    }
+
+    #[test]
+    fn the_fleet_needs_an_ec2_spec() {
+        let client = offline_client("http://127.0.0.1:9");
+        let mut s = spec();
+        s.ec2 = None;
+        assert!(matches!(
+            Ec2Fleet::new(client.clone(), s),
+            Err(CloudError::Config(_))
+        ));
+        assert!(Ec2Fleet::new(client, spec()).is_ok());
+    }
+
+    #[test]
+    fn instances_are_ours_only_with_the_stack_tag_and_prefix() {
+        let fleet = Ec2Fleet::new(offline_client("http://127.0.0.1:9"), spec()).unwrap();
+        let instance = |stack: &str, name: &str| {
+            aws_sdk_ec2::types::Instance::builder()
+                .instance_id("i-1")
+                .tags(Tag::builder().key(STACK_TAG).value(stack).build())
+                .tags(Tag::builder().key("Name").value(name).build())
+                .state(
+                    aws_sdk_ec2::types::InstanceState::builder()
+                        .name(InstanceStateName::ShuttingDown)
+                        .build(),
+                )
+                .build()
+        };
+        let ours = fleet.to_instance(&instance("s1", "app-tier-3")).unwrap();
+        assert_eq!(ours.name, "app-tier-3");
+        assert_eq!(ours.state, InstanceState::Stopping);
+        assert!(fleet.to_instance(&instance("s2", "app-tier-3")).is_none());
+        assert!(fleet.to_instance(&instance("s1", "web-tier")).is_none());
+        // The spec's tags never override Name or the stack tag.
+        let keys: Vec<_> = fleet
+            .tags("app-tier-1")
+            .iter()
+            .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("Name".into(), "app-tier-1".into()),
+                (STACK_TAG.into(), "s1".into()),
+                ("Type".into(), "apptier".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn recent_launches_fill_in_until_ec2_lists_them() {
+        let fleet = Ec2Fleet::new(offline_client("http://127.0.0.1:9"), spec()).unwrap();
+        let inst = |id: &str, state| Instance {
+            id: id.into(),
+            name: format!("app-tier-{id}"),
+            state,
+            launched_at: SystemTime::UNIX_EPOCH,
+        };
+        fleet.recent().insert(
+            "1".into(),
+            RecentLaunch {
+                instance: inst("1", InstanceState::Pending),
+                at: Instant::now(),
+            },
+        );
+        // EC2 does not show it yet: the record stands in.
+        let merged = fleet.merge_recent(vec![]);
+        assert_eq!(merged, vec![inst("1", InstanceState::Pending)]);
+        // EC2 shows it: EC2's view wins, no duplicate.
+        let merged = fleet.merge_recent(vec![inst("1", InstanceState::Running)]);
+        assert_eq!(merged, vec![inst("1", InstanceState::Running)]);
+        // Expired records are dropped.
+        if let Some(r) = fleet.recent().get_mut("1") {
+            r.at = Instant::now() - RECENT_LAUNCH_TTL - Duration::from_secs(1);
+        }
+        assert!(fleet.merge_recent(vec![]).is_empty());
+        assert!(fleet.recent().is_empty());
+    }
+
+    /// A fake EC2 endpoint: answers `DescribeInstances` with an empty fleet and every
+    /// `RunInstances` with a 503, so the SDK retries it. Records each request body.
+    async fn flaky_ec2() -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break Some(text[end + 4..end + 4 + length].to_owned());
+                    }
+                };
+                let Some(body) = body else { continue };
+                let (status, xml) = if body.contains("Action=DescribeInstances") {
+                    (
+                        "200 OK",
+                        "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                         <requestId>r</requestId><reservationSet/></DescribeInstancesResponse>",
+                    )
+                } else {
+                    (
+                        "503 Service Unavailable",
+                        "<Response><Errors><Error><Code>Unavailable</Code>\
+                         <Message>try later</Message></Error></Errors>\
+                         <RequestID>r</RequestID></Response>",
+                    )
+                };
+                seen.lock().unwrap().push(body);
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{xml}",
+                    xml.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (url, bodies)
+    }
+
+    fn form_value(body: &str, key: &str) -> Option<String> {
+        body.split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    }
+
+    /// moto ignores `ClientToken`, so this checks what the requests carry instead: every
+    /// SDK retry of one launch sends the same token, and two launches of the same name
+    /// send different ones.
+    #[tokio::test]
+    async fn client_token_is_kept_across_retries_and_fresh_per_launch() {
+        let (url, bodies) = flaky_ec2().await;
+        let mut spec = spec();
+        if let Some(ec2) = spec.ec2.as_mut() {
+            ec2.instance_profile = Some("arn:aws:iam::123456789012:instance-profile/app".into());
+            ec2.security_group_ids = vec!["sg-1".into()];
+        }
+        let fleet = Ec2Fleet::new(offline_client(&url), spec).unwrap();
+        let err = fleet.launch(1).await.expect_err("503s exhaust the retries");
+        assert!(err.is_retryable(), "{err}");
+        let err = fleet.launch(1).await.expect_err("503s exhaust the retries");
+        assert!(err.is_retryable(), "{err}");
+
+        let bodies = bodies.lock().unwrap().clone();
+        let runs: Vec<&String> = bodies
+            .iter()
+            .filter(|b| b.contains("Action=RunInstances"))
+            .collect();
+        assert_eq!(runs.len(), 6, "3 attempts per launch: {bodies:#?}");
+        let tokens: Vec<String> = runs
+            .iter()
+            .map(|b| form_value(b, "ClientToken").expect("ClientToken sent"))
+            .collect();
+        assert!(tokens[..3].iter().all(|t| t == &tokens[0]), "{tokens:?}");
+        assert!(tokens[3..].iter().all(|t| t == &tokens[3]), "{tokens:?}");
+        assert_ne!(tokens[0], tokens[3], "a new launch needs a new token");
+        assert!(tokens[0].starts_with("iras-"));
+        // The rest of the request: one named, tagged instance with base64 user data.
+        let first = runs[0];
+        assert_eq!(form_value(first, "MinCount").as_deref(), Some("1"));
+        assert_eq!(form_value(first, "MaxCount").as_deref(), Some("1"));
+        assert_eq!(form_value(first, "ImageId").as_deref(), Some("ami-1"));
+        assert!(first.contains("app-tier-1"), "{first}");
+        assert_eq!(
+            form_value(first, "SecurityGroupId.1").as_deref(),
+            Some("sg-1")
+        );
+        assert!(
+            form_value(first, "IamInstanceProfile.Arn").is_some()
+                && form_value(first, "IamInstanceProfile.Name").is_none(),
+            "{first}"
+        );
+        assert_eq!(
+            form_value(first, "UserData").as_deref(),
+            Some("IyEvYmluL3NoCg%3D%3D")
+        );
+        // Nothing was recorded as launched.
+        assert!(fleet.list().await.unwrap().is_empty());
+    }
+}
