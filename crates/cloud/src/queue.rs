@@ -168,7 +168,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// the first one. Returns an empty vector when the wait ends with nothing visible.
     async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>>;
 
-    /// Deletes a received message.
+    /// Deletes a received message. A receipt from an earlier receive of a message that was
+    /// received again since is refused ([`CloudError::InvalidReceipt`]) locally and may be
+    /// refused by SQS; deleting twice with the same receipt may succeed on SQS. Callers
+    /// must rely on neither: at-least-once delivery makes a duplicate harmless anyway.
     async fn delete(&self, receipt: &ReceiptHandle) -> Result<()>;
 
     /// Deletes up to [`MAX_BATCH_ENTRIES`] messages; one result per entry, in order.
