@@ -8,7 +8,7 @@
 //!   checked before any pixel is decoded, typed [`ImageError`]s; grayscale, palette, alpha,
 //!   16-bit, CMYK and EXIF orientation handled.
 //! - [`Preprocessor`] (module [`preprocess`]): decoded pixels straight into the NCHW tensor, with
-//!   a SIMD resizer.
+//!   a Pillow-exact, auto-vectorised resampler.
 //! - [`Classifier`] (feature `inference`, on by default): one ONNX Runtime session checked
 //!   against the manifest at load; [`Classifier::classify`] and
 //!   [`Classifier::classify_batch`] return labels, scores, top-k and per-stage timings.
@@ -41,6 +41,7 @@ pub mod decode;
 pub mod pack;
 pub mod paths;
 pub mod preprocess;
+mod resample;
 pub mod scores;
 
 #[cfg(feature = "inference")]

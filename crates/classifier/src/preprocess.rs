@@ -1,18 +1,15 @@
 //! From decoded RGB pixels straight into the NCHW `f32` input tensor.
 //!
-//! Resizing uses `fast_image_resize` (SIMD convolution with the same fixed-point scheme and
-//! filter support as Pillow), on a cropped *view* of the source: no intermediate crop copy,
-//! and for `resize-then-center-crop` no full-size intermediate either (the crop window is mapped
-//! back onto the source, which gives the same sample positions and filter support as resizing
-//! the whole image and cropping afterwards). Normalisation is a 256-entry lookup table per
-//! channel, so the tensor fill is one table load per value.
-
-use fast_image_resize::images::{CroppedImage, Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+//! Resizing is Pillow-exact (see [`crate::resample`] for why not `fast_image_resize`). For
+//! `resize-then-center-crop` there is no full-size intermediate: the crop window is mapped back
+//! onto the source as a Pillow `box`, which gives the same sample positions and filter support
+//! as resizing the whole image and cropping afterwards. Normalisation is a 256-entry lookup
+//! table per channel, so the tensor fill is one table load per value.
 
 use crate::decode::RgbImage;
 use crate::error::Error;
 use crate::pack::{ChannelOrder, Filter, Manifest, ResizeMode};
+use crate::resample::{self, Scratch, SourceBox};
 
 /// Where in the source the model's input window comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,13 +27,15 @@ pub struct Preprocessor {
     width: u32,
     height: u32,
     resize: ResizeMode,
-    alg: ResizeAlg,
+    filter: Filter,
     /// `lut[c][p]`: tensor value of channel `c` (tensor order) for pixel value `p`.
     lut: Box<[[f32; 256]; 3]>,
     /// Source RGB channel feeding tensor channel `c`.
     source_channel: [usize; 3],
-    resizer: Resizer,
-    resized: Image<'static>,
+    scratch: Scratch,
+    /// The integer crop, copied out so the filter clamps at its edges as Pillow's does.
+    cropped: Vec<u8>,
+    resized: Vec<u8>,
 }
 
 impl std::fmt::Debug for Preprocessor {
@@ -62,26 +61,21 @@ impl Preprocessor {
                 *slot = (v as f32 * p.scale - p.mean[c]) / p.std[c];
             }
         }
-        let alg = match p.filter {
-            Filter::Nearest => ResizeAlg::Nearest,
-            Filter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
-            Filter::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
-            Filter::Lanczos3 => ResizeAlg::Convolution(FilterType::Lanczos3),
-        };
         let (width, height) = (manifest.input.width, manifest.input.height);
         Preprocessor {
             pack: manifest.name.clone(),
             width,
             height,
             resize: p.resize,
-            alg,
+            filter: p.filter,
             lut,
             source_channel: match manifest.input.channel_order {
                 ChannelOrder::Rgb => [0, 1, 2],
                 ChannelOrder::Bgr => [2, 1, 0],
             },
-            resizer: Resizer::new(),
-            resized: Image::new(width, height, PixelType::U8x3),
+            scratch: Scratch::default(),
+            cropped: Vec::new(),
+            resized: vec![0; width as usize * height as usize * 3],
         }
     }
 
@@ -120,7 +114,7 @@ impl Preprocessor {
             }
             Some(window) => {
                 self.resize_window(img, window);
-                self.resized.buffer()
+                &self.resized
             }
         };
         let (r, rest) = out.split_at_mut(plane);
@@ -183,33 +177,59 @@ impl Preprocessor {
     }
 
     fn resize_window(&mut self, img: &RgbImage, window: Window) {
-        // Invariants: the buffer length matches width*height*3 (RgbImage guarantees it), and
-        // every window lies inside the image (computed above from its size).
-        let src = ImageRef::new(img.width(), img.height(), img.as_bytes(), PixelType::U8x3)
-            .expect("RgbImage buffer matches its size");
-        let options = ResizeOptions::new().resize_alg(self.alg);
-        let result = match window {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (src, src_w, src_h, bx) = match window {
             Window::Crop {
                 left,
                 top,
                 width,
                 height,
             } => {
-                let view = CroppedImage::new(&src, left, top, width, height)
-                    .expect("crop window inside the image");
-                self.resizer.resize(&view, &mut self.resized, &options)
+                let (left, top, cw, ch) = (left as usize, top as usize, width as usize, height as usize);
+                let full = SourceBox {
+                    left: 0.0,
+                    top: 0.0,
+                    right: cw as f64,
+                    bottom: ch as f64,
+                };
+                if (cw, ch) == (w, h) {
+                    (img.as_bytes(), w, h, full)
+                } else {
+                    self.cropped.clear();
+                    for row in img.as_bytes().chunks_exact(w * 3).skip(top).take(ch) {
+                        self.cropped.extend_from_slice(&row[left * 3..(left + cw) * 3]);
+                    }
+                    (&self.cropped[..], cw, ch, full)
+                }
             }
             Window::Box {
                 left,
                 top,
                 width,
                 height,
-            } => {
-                let options = options.crop(left, top, width, height);
-                self.resizer.resize(&src, &mut self.resized, &options)
-            }
+            } => (
+                img.as_bytes(),
+                w,
+                h,
+                SourceBox {
+                    left,
+                    top,
+                    right: left + width,
+                    bottom: top + height,
+                },
+            ),
         };
-        result.expect("source and destination are both U8x3 and non-empty");
+        resample::resize(
+            src,
+            src_w,
+            src_h,
+            bx,
+            self.width as usize,
+            self.height as usize,
+            self.filter,
+            &mut self.scratch,
+            &mut self.resized,
+        );
     }
 }
 
