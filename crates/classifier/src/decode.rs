@@ -122,9 +122,14 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(1 << 24));
     reader.limits(decoder_limits);
 
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| classify_error(e, name, limits))?;
+    let mut decoder = reader.into_decoder().map_err(|e| {
+        // Some decoders refuse a zero or huge dimension while parsing the header (or read
+        // past it); PNG states its dimensions at a fixed offset, so the error can name them.
+        match png_dimensions(bytes).map(|(w, h)| check_dimensions(w, h, limits)) {
+            Some(Err(err)) => err,
+            _ => classify_error(e, name, limits),
+        }
+    })?;
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
     let color = format!("{:?}", decoder.color_type());
@@ -156,6 +161,16 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
             data: rgb.into_raw(),
         },
     ))
+}
+
+/// Width and height from a PNG's IHDR chunk, if `bytes` starts like one.
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.get(12..24)?;
+    if &ihdr[..4] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&ihdr[4..8]), be(&ihdr[8..12])))
 }
 
 fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), ImageError> {
