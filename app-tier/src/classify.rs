@@ -42,8 +42,10 @@ struct JsonLine<'a> {
 
 /// Name printed for a file: its stem, as the course's output used (`test_0.JPEG` → `test_0`).
 fn display_name(path: &Path) -> String {
-    path.file_stem()
-        .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
 }
 
 /// Classifies every file and writes the results to `out`.
@@ -67,7 +69,13 @@ pub fn classify_files(
             .and_then(|bytes| Ok(classifier.classify(&bytes, k)?));
         match result {
             Ok(c) if args.json => {
-                serde_json::to_writer(&mut *out, &JsonLine { file: &name, result: &c })?;
+                serde_json::to_writer(
+                    &mut *out,
+                    &JsonLine {
+                        file: &name,
+                        result: &c,
+                    },
+                )?;
                 writeln!(out)?;
             }
             Ok(c) if args.top_k.is_some() => {
@@ -87,5 +95,9 @@ pub fn classify_files(
         }
     }
     out.flush()?;
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

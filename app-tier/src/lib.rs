@@ -13,7 +13,11 @@ pub mod classify;
 
 /// Command line of the `app-tier` binary.
 #[derive(Debug, Parser)]
-#[command(name = "app-tier", version, about = "iras app tier: image classification")]
+#[command(
+    name = "app-tier",
+    version,
+    about = "iras app tier: image classification"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -52,7 +56,10 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the pack and builds a classifier (checks the model against its manifest).
     pub fn build_classifier(&self) -> anyhow::Result<Classifier> {
-        let dir = self.model_dir.clone().unwrap_or_else(paths::default_model_dir);
+        let dir = self
+            .model_dir
+            .clone()
+            .unwrap_or_else(paths::default_model_dir);
         let pack = ModelPack::load(&dir)?;
         let options = ClassifierOptions {
             intra_threads: self.threads,

@@ -1,5 +1,7 @@
 //! `app-tier classify` on the golden photos (needs `scripts/fetch-model --with-test-assets`).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -38,7 +40,13 @@ fn classifies_golden_photos_like_the_course_output() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "chelsea,tiger cat\ncoffee,espresso\n");
 
-    let (stdout, _, code) = app_tier(&["classify", "--json", "--top-k", "3", coffee.to_str().unwrap()]);
+    let (stdout, _, code) = app_tier(&[
+        "classify",
+        "--json",
+        "--top-k",
+        "3",
+        coffee.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(0));
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["file"], "coffee");
@@ -52,7 +60,8 @@ fn bad_files_fail_alone_and_missing_pack_says_what_to_run() {
     let junk = tmp.path().join("junk.jpg");
     std::fs::write(&junk, b"not a jpeg").unwrap();
     let coffee = golden("coffee");
-    let (stdout, stderr, code) = app_tier(&["classify", junk.to_str().unwrap(), coffee.to_str().unwrap()]);
+    let (stdout, stderr, code) =
+        app_tier(&["classify", junk.to_str().unwrap(), coffee.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert_eq!(stdout, "coffee,espresso\n");
     assert!(stderr.contains("not an image"), "{stderr}");

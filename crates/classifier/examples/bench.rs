@@ -19,7 +19,10 @@ fn main() {
     let threads: usize = args[1].parse().unwrap();
     let batch: usize = args[2].parse().unwrap();
     let rounds: usize = args[3].parse().unwrap();
-    let blobs: Vec<Vec<u8>> = args[4..].iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let blobs: Vec<Vec<u8>> = args[4..]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
     let options = ClassifierOptions {
         intra_threads: NonZeroUsize::new(threads),
         ..ClassifierOptions::default()

@@ -179,7 +179,9 @@ impl Classifier {
             let names: Vec<&str> = outlets.iter().map(|o| o.name()).collect();
             match wanted {
                 Some(w) => outlets.iter().position(|o| o.name() == w).ok_or_else(|| {
-                    mismatch(format!("manifest names {what} `{w}`, the model has {names:?}"))
+                    mismatch(format!(
+                        "manifest names {what} `{w}`, the model has {names:?}"
+                    ))
                 }),
                 None if outlets.len() == 1 => Ok(0),
                 None => Err(mismatch(format!(
@@ -195,7 +197,10 @@ impl Classifier {
 
         let (ty, dims) = tensor_dims(input.dtype())
             .ok_or_else(|| mismatch(format!("input `{input_name}` is not a tensor")))?;
-        let (w, h) = (i64::from(manifest.input.width), i64::from(manifest.input.height));
+        let (w, h) = (
+            i64::from(manifest.input.width),
+            i64::from(manifest.input.height),
+        );
         let fits = |got: i64, want: i64| got == want || got < 0;
         if ty != TensorElementType::Float32
             || dims.len() != 4
@@ -404,11 +409,9 @@ impl Classifier {
             pack: self.pack.name().to_owned(),
             message: e.to_string(),
         };
-        let input = TensorRef::from_array_view((
-            [n, 3, h as usize, w as usize],
-            &self.tensor[..n * len],
-        ))
-        .map_err(rt)?;
+        let input =
+            TensorRef::from_array_view(([n, 3, h as usize, w as usize], &self.tensor[..n * len]))
+                .map_err(rt)?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => input])

@@ -136,7 +136,8 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify_error(e, name, limits))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| classify_error(e, name, limits))?;
     let reoriented = orientation != image::metadata::Orientation::NoTransforms;
     if reoriented {
         img.apply_orientation(orientation);

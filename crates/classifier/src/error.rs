@@ -34,7 +34,9 @@ pub enum ImageError {
     },
     /// The header declares more pixels (or a longer side) than the limits allow. Checked before
     /// any pixel is decoded, so a decompression bomb costs nothing.
-    #[error("image is {width}x{height} pixels, over the limit of {max_pixels} pixels or {max_side} per side")]
+    #[error(
+        "image is {width}x{height} pixels, over the limit of {max_pixels} pixels or {max_side} per side"
+    )]
     TooManyPixels {
         /// Declared width.
         width: u32,
@@ -132,7 +134,9 @@ pub enum Error {
     #[error(transparent)]
     Pack(#[from] PackError),
     /// The image does not fit a pack whose manifest says `resize = none`.
-    #[error("image is {width}x{height}, but pack {pack} takes exactly {want_width}x{want_height} (resize mode none)")]
+    #[error(
+        "image is {width}x{height}, but pack {pack} takes exactly {want_width}x{want_height} (resize mode none)"
+    )]
     SizeMismatch {
         /// Pack name.
         pack: String,

@@ -222,7 +222,9 @@ impl Manifest {
         if !p.scale.is_finite() || p.scale == 0.0 {
             return Err(format!("scale {} must be finite and non-zero", p.scale));
         }
-        if p.std.iter().any(|s| !s.is_finite() || *s == 0.0) || p.mean.iter().any(|m| !m.is_finite()) {
+        if p.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+            || p.mean.iter().any(|m| !m.is_finite())
+        {
             return Err("mean must be finite and std finite and non-zero".to_owned());
         }
         if self.output.classes == 0 {
@@ -339,7 +341,9 @@ classes = 1000
         assert_eq!(m.output.kind, OutputKind::Logits);
         assert_eq!(
             m.preprocess.resize,
-            ResizeMode::CenterCropThenResize { crop_fraction: 0.875 }
+            ResizeMode::CenterCropThenResize {
+                crop_fraction: 0.875
+            }
         );
     }
 

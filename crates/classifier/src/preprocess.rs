@@ -15,9 +15,19 @@ use crate::resample::{self, Scratch, SourceBox};
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Window {
     /// An integer crop that is resampled as an image of its own (edge pixels clamp at the crop).
-    Crop { left: u32, top: u32, width: u32, height: u32 },
+    Crop {
+        left: u32,
+        top: u32,
+        width: u32,
+        height: u32,
+    },
     /// A sub-pixel window of the whole image (edge pixels clamp at the image).
-    Box { left: f64, top: f64, width: f64, height: f64 },
+    Box {
+        left: f64,
+        top: f64,
+        width: f64,
+        height: f64,
+    },
 }
 
 /// Turns decoded images into input tensors for one pack. Holds the resizer's scratch buffers,
@@ -185,7 +195,8 @@ impl Preprocessor {
                 width,
                 height,
             } => {
-                let (left, top, cw, ch) = (left as usize, top as usize, width as usize, height as usize);
+                let (left, top, cw, ch) =
+                    (left as usize, top as usize, width as usize, height as usize);
                 let full = SourceBox {
                     left: 0.0,
                     top: 0.0,
@@ -197,7 +208,8 @@ impl Preprocessor {
                 } else {
                     self.cropped.clear();
                     for row in img.as_bytes().chunks_exact(w * 3).skip(top).take(ch) {
-                        self.cropped.extend_from_slice(&row[left * 3..(left + cw) * 3]);
+                        self.cropped
+                            .extend_from_slice(&row[left * 3..(left + cw) * 3]);
                     }
                     (&self.cropped[..], cw, ch, full)
                 }
@@ -256,7 +268,9 @@ mod tests {
     ];
 
     fn noise(w: u32, h: u32, seed: u64) -> RgbImage {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let data = (0..w as usize * h as usize * 3)
             .map(|_| {
                 x = x
@@ -311,7 +325,10 @@ mod tests {
         let mut p = Preprocessor::new(&manifest("{ mode = \"none\" }", 64, 64));
         assert!(p.preprocess(&noise(64, 64, 1)).is_ok());
         let err = p.preprocess(&noise(65, 64, 1)).unwrap_err();
-        assert!(matches!(err, Error::SizeMismatch { width: 65, .. }), "{err}");
+        assert!(
+            matches!(err, Error::SizeMismatch { width: 65, .. }),
+            "{err}"
+        );
     }
 
     proptest! {

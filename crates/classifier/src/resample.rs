@@ -81,7 +81,9 @@ fn precompute(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Filte
         let ss = 1.0 / filterscale;
         // C's (int) cast truncates toward zero.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
+        let xmax = ((center + support + 0.5) as i64)
+            .min(in_size as i64)
+            .max(xmin as i64) as usize;
         let n = (xmax - xmin).min(ksize);
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(n) {
@@ -171,6 +173,10 @@ fn convolve_rows(
     }
 }
 
+/// Source size, box bits and output size: what the weights depend on (besides the filter,
+/// which is fixed per preprocessor).
+type CacheKey = (usize, usize, u64, u64, u64, u64, usize, usize);
+
 /// Reusable buffers for [`resize`].
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
@@ -178,7 +184,8 @@ pub(crate) struct Scratch {
     horizontal_t: Vec<u8>,
     horizontal: Vec<u8>,
     acc: Vec<i32>,
-    cache: Option<((usize, usize, u64, u64, u64, u64, usize, usize), Coeffs, Coeffs)>,
+    /// Weights of the last geometry: a stream of same-sized images reuses them.
+    cache: Option<(CacheKey, Coeffs, Coeffs)>,
 }
 
 /// A source window: Pillow's `box` (left, top, right, bottom) in source pixels.
@@ -236,14 +243,12 @@ pub(crate) fn resize(
         out_w,
         out_h,
     );
-    let (horiz, vert) = match &scratch.cache {
-        Some((k, h, v)) if *k == key => (h.clone(), v.clone()),
-        _ => {
-            let h = precompute(src_w, bx.left, bx.right, out_w, filter);
-            let v = precompute(src_h, bx.top, bx.bottom, out_h, filter);
-            scratch.cache = Some((key, h.clone(), v.clone()));
-            (h, v)
-        }
+    let (horiz, vert) = match scratch.cache.take() {
+        Some((k, h, v)) if k == key => (h, v),
+        _ => (
+            precompute(src_w, bx.left, bx.right, out_w, filter),
+            precompute(src_h, bx.top, bx.bottom, out_h, filter),
+        ),
     };
     let need_h = out_w != src_w || bx.left != 0.0 || bx.right != src_w as f64;
     let need_v = out_h != src_h || bx.top != 0.0 || bx.bottom != src_h as f64;
@@ -255,7 +260,14 @@ pub(crate) fn resize(
         let rows = y_last - y_first;
         let x_first = horiz.bounds.first().map_or(0, |b| b.0);
         let x_last = horiz.bounds.last().map_or(0, |b| b.0 + b.1);
-        transpose_region(&plane, x_first, y_first, x_last - x_first, rows, &mut scratch.transposed);
+        transpose_region(
+            &plane,
+            x_first,
+            y_first,
+            x_last - x_first,
+            rows,
+            &mut scratch.transposed,
+        );
         scratch.horizontal_t.clear();
         scratch.horizontal_t.resize(out_w * rows * 3, 0);
         convolve_rows(
@@ -273,7 +285,14 @@ pub(crate) fn resize(
         let mut horizontal = std::mem::take(&mut scratch.horizontal);
         transpose_region(&tplane, 0, 0, rows, out_w, &mut horizontal);
         if need_v {
-            convolve_rows(&horizontal, out_w * 3, &vert, y_first, &mut scratch.acc, out);
+            convolve_rows(
+                &horizontal,
+                out_w * 3,
+                &vert,
+                y_first,
+                &mut scratch.acc,
+                out,
+            );
         } else {
             out.copy_from_slice(&horizontal[..out.len()]);
         }
@@ -283,6 +302,7 @@ pub(crate) fn resize(
     } else {
         out.copy_from_slice(src);
     }
+    scratch.cache = Some((key, horiz, vert));
 }
 
 #[cfg(test)]
@@ -292,7 +312,13 @@ mod tests {
     #[test]
     fn weights_are_normalised_and_bounded() {
         for filter in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3] {
-            for (input, output) in [(451usize, 224usize), (100, 224), (3, 224), (224, 224), (5000, 7)] {
+            for (input, output) in [
+                (451usize, 224usize),
+                (100, 224),
+                (3, 224),
+                (224, 224),
+                (5000, 7),
+            ] {
                 let c = precompute(input, 0.0, input as f64, output, filter);
                 for (i, &(start, n)) in c.bounds.iter().enumerate() {
                     assert!(n >= 1 && start + n <= input, "{filter:?} {input}->{output}");
@@ -316,8 +342,23 @@ mod tests {
             right: 30.25,
             bottom: 20.0,
         };
-        for filter in [Filter::Nearest, Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3] {
-            resize(&src, 37, 23, bx, 16, 16, filter, &mut Scratch::default(), &mut out);
+        for filter in [
+            Filter::Nearest,
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos3,
+        ] {
+            resize(
+                &src,
+                37,
+                23,
+                bx,
+                16,
+                16,
+                filter,
+                &mut Scratch::default(),
+                &mut out,
+            );
             assert!(out.iter().all(|&v| v == 77), "{filter:?}");
         }
         let src: Vec<u8> = (0..8 * 8 * 3).map(|i| i as u8).collect();
@@ -328,7 +369,17 @@ mod tests {
             right: 8.0,
             bottom: 8.0,
         };
-        resize(&src, 8, 8, full, 8, 8, Filter::Bicubic, &mut Scratch::default(), &mut out);
+        resize(
+            &src,
+            8,
+            8,
+            full,
+            8,
+            8,
+            Filter::Bicubic,
+            &mut Scratch::default(),
+            &mut out,
+        );
         assert_eq!(out, src);
     }
 }

@@ -1,5 +1,7 @@
 //! Decoding and limits: no ONNX Runtime involved (this is what the web tier runs).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod support;
 
 use std::io::Cursor;
@@ -25,7 +27,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -48,7 +54,10 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
 #[test]
 fn typed_errors_for_bad_input() {
     let limits = Limits::default();
-    assert!(matches!(validate_image(b"", &limits), Err(ImageError::Empty)));
+    assert!(matches!(
+        validate_image(b"", &limits),
+        Err(ImageError::Empty)
+    ));
     assert!(matches!(
         validate_image(b"hello, I am a text file\n", &limits),
         Err(ImageError::NotAnImage)
@@ -83,7 +92,14 @@ fn typed_errors_for_bad_input() {
     // 100 000 x 100 000 declared in 33 bytes: refused from the header alone.
     let err = validate_image(&png_header(100_000, 100_000), &limits).unwrap_err();
     assert!(
-        matches!(err, ImageError::TooManyPixels { width: 100_000, height: 100_000, .. }),
+        matches!(
+            err,
+            ImageError::TooManyPixels {
+                width: 100_000,
+                height: 100_000,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let tight = Limits {
@@ -92,7 +108,11 @@ fn typed_errors_for_bad_input() {
     };
     assert!(matches!(
         validate_image(&good, &tight),
-        Err(ImageError::TooManyPixels { width: 300, height: 200, .. })
+        Err(ImageError::TooManyPixels {
+            width: 300,
+            height: 200,
+            ..
+        })
     ));
     assert_eq!(validate_image(&good, &limits).unwrap().width, 300);
 }
@@ -100,20 +120,16 @@ fn typed_errors_for_bad_input() {
 #[test]
 fn pixel_formats_become_rgb() {
     let limits = Limits::default();
-    let gray = png(image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(
-        3,
-        2,
-        image::Luma([9]),
-    )));
+    let gray = png(image::DynamicImage::ImageLuma8(
+        image::GrayImage::from_pixel(3, 2, image::Luma([9])),
+    ));
     let (info, img) = decode_image(&gray, &limits).unwrap();
     assert_eq!((info.format, info.color.as_str()), ("png", "L8"));
     assert_eq!(img.as_bytes(), &[9u8; 18][..]);
 
-    let rgba16 = png(image::DynamicImage::ImageRgba16(image::ImageBuffer::from_pixel(
-        2,
-        2,
-        image::Rgba([65535u16, 0, 32896, 0]),
-    )));
+    let rgba16 = png(image::DynamicImage::ImageRgba16(
+        image::ImageBuffer::from_pixel(2, 2, image::Rgba([65535u16, 0, 32896, 0])),
+    ));
     let (info, img) = decode_image(&rgba16, &limits).unwrap();
     assert_eq!(info.color, "Rgba16");
     // Alpha dropped without compositing (as PIL's convert("RGB")), 16 bits scaled to 8.

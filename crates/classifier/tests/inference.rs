@@ -1,6 +1,8 @@
 //! End-to-end tests against the cached packs, the ONNX Runtime library and the Python reference
 //! (onnxruntime + PIL) that `scripts/fetch-model --with-test-assets` produces.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // tests: panics and stderr are the report
+
 mod support;
 
 use std::collections::HashMap;
@@ -53,10 +55,7 @@ fn golden_photos_match_labels_and_python_scores() {
     let reference = reference(&name);
 
     let chelsea = c.classify(&golden("chelsea"), 5).unwrap();
-    assert!(
-        (281..=285).contains(&chelsea.index),
-        "chelsea: {chelsea:?}"
-    );
+    assert!((281..=285).contains(&chelsea.index), "chelsea: {chelsea:?}");
     let coffee = c.classify(&golden("coffee"), 5).unwrap();
     assert_eq!(coffee.index, 967, "coffee: {coffee:?}");
     assert_eq!(coffee.label, "espresso");
@@ -103,7 +102,10 @@ fn preprocessing_matches_python_reference() {
             mean / level
         );
         if stem.ends_with("jpg") {
-            assert!(max <= 8.0 * level && mean <= 0.5 * level, "{stem}: {max} {mean}");
+            assert!(
+                max <= 8.0 * level && mean <= 0.5 * level,
+                "{stem}: {max} {mean}"
+            );
         } else {
             assert!(max <= 1e-6, "{stem}: max diff {max}");
         }
@@ -146,8 +148,15 @@ fn batch_matches_single_and_isolates_bad_input() {
         .classify_batch(&[&chelsea, &garbage, &coffee, &chelsea], 3)
         .unwrap();
     assert_eq!(batch.len(), 4);
-    assert!(matches!(batch[1], Err(Error::Image(ImageError::NotAnImage))));
-    for (got, want) in [(&batch[0], &single[0]), (&batch[2], &single[1]), (&batch[3], &single[0])] {
+    assert!(matches!(
+        batch[1],
+        Err(Error::Image(ImageError::NotAnImage))
+    ));
+    for (got, want) in [
+        (&batch[0], &single[0]),
+        (&batch[2], &single[1]),
+        (&batch[3], &single[0]),
+    ] {
         let got = got.as_ref().unwrap();
         assert_eq!(got.index, want.index);
         assert!((got.score - want.score).abs() < 1e-4);
@@ -194,7 +203,10 @@ fn resnet_shaped_pack_runs_through_both_manifests() {
     assert!((r.score - want[0].1).abs() < 1e-4);
     // A 224x224 input does not fit a raw 64x64 pack: a typed, permanent error.
     let err = c.classify(&golden("chelsea"), 1).unwrap_err();
-    assert!(matches!(err, Error::SizeMismatch { width: 451, .. }), "{err}");
+    assert!(
+        matches!(err, Error::SizeMismatch { width: 451, .. }),
+        "{err}"
+    );
     assert!(err.is_bad_input());
 }
 
@@ -248,7 +260,10 @@ fn mismatched_manifest_fails_at_load_naming_pack_and_mismatch() {
         let err = result.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::ModelMismatch { .. }), "{to}: {msg}");
-        assert!(msg.contains("efficientnet-lite0") && msg.contains(needle), "{to}: {msg}");
+        assert!(
+            msg.contains("efficientnet-lite0") && msg.contains(needle),
+            "{to}: {msg}"
+        );
     }
     // Labels that do not match the class count fail before the model is even opened.
     let src = default_pack_dir();
@@ -258,5 +273,8 @@ fn mismatched_manifest_fails_at_load_naming_pack_and_mismatch() {
     }
     std::fs::write(tmp.path().join("labels.txt"), "a\nb\n").unwrap();
     let err = ModelPack::load(tmp.path()).unwrap_err();
-    assert!(matches!(err, PackError::LabelCount { labels: 2, .. }), "{err}");
+    assert!(
+        matches!(err, PackError::LabelCount { labels: 2, .. }),
+        "{err}"
+    );
 }

@@ -1,7 +1,7 @@
 //! Locating the assets `scripts/fetch-model --with-test-assets` puts in the cache. Missing
 //! assets fail the test with the command to run; nothing is skipped silently.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,11 @@ pub const FETCH: &str = "run `scripts/fetch-model --with-test-assets` first (it 
      the ONNX Runtime library and the Python reference under ~/.cache/iras, or $IRAS_CACHE_DIR)";
 
 pub fn require(path: PathBuf, what: &str) -> PathBuf {
-    assert!(path.exists(), "{what} not found at {}: {FETCH}", path.display());
+    assert!(
+        path.exists(),
+        "{what} not found at {}: {FETCH}",
+        path.display()
+    );
     path
 }
 
@@ -51,7 +55,9 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 
 pub fn golden(stem: &str) -> Vec<u8> {
     std::fs::read(require(
-        paths::cache_dir().join("golden").join(format!("{stem}.png")),
+        paths::cache_dir()
+            .join("golden")
+            .join(format!("{stem}.png")),
         "golden image",
     ))
     .unwrap()
