@@ -138,6 +138,14 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img =
         DynamicImage::from_decoder(decoder).map_err(|e| classify_error(e, name, limits))?;
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        // zune-jpeg pads a cut-off scan with grey and succeeds; a half-received upload must not
+        // be classified as if it were whole.
+        return Err(ImageError::Truncated {
+            format: name.to_owned(),
+            message: "no end-of-image marker after the image data".to_owned(),
+        });
+    }
     let reoriented = orientation != image::metadata::Orientation::NoTransforms;
     if reoriented {
         img.apply_orientation(orientation);
@@ -162,6 +170,25 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
             data: rgb.into_raw(),
         },
     ))
+}
+
+/// Whether a JPEG's entropy-coded data is followed by an end-of-image marker. Walks the
+/// marker segments to the first start-of-scan (so an EXIF thumbnail's own EOI does not count);
+/// after it, `FF D9` can only be the real EOI because scan data stuffs every `FF` byte.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        match bytes[i + 1] {
+            0xFF => i += 1,
+            0xDA => return bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            0x01 | 0xD0..=0xD9 => i += 2,
+            _ => i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]])),
+        }
+    }
+    false
 }
 
 /// Width and height from a PNG's IHDR chunk, if `bytes` starts like one.
@@ -216,7 +243,8 @@ fn classify_error(err: image::ImageError, format: &'static str, limits: &Limits)
         || lower.contains("no more bytes")
         || lower.contains("truncated")
         || lower.contains("premature end")
-        || lower.contains("not enough data");
+        || lower.contains("not enough data")
+        || lower.contains("not enough bytes");
     match err {
         E::Unsupported(_) if lower.contains("format") && !lower.contains("color") => {
             ImageError::UnsupportedFormat {

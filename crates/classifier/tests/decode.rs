@@ -149,3 +149,15 @@ fn cmyk_exif_and_palette_files() {
     let (_, img) = decode_image(&support::test_image("palette.png"), &limits).unwrap();
     assert_eq!(img.as_bytes().len(), 451 * 300 * 3);
 }
+
+#[test]
+fn truncated_jpeg_is_an_error() {
+    let jpeg = support::test_image("chelsea.jpg");
+    for cut in [jpeg.len() / 2, jpeg.len() - 2, 600] {
+        let err = validate_image(&jpeg[..cut], &Limits::default());
+        assert!(
+            matches!(err, Err(ImageError::Truncated { .. })),
+            "cut at {cut}: {err:?}"
+        );
+    }
+}

@@ -278,3 +278,10 @@ fn mismatched_manifest_fails_at_load_naming_pack_and_mismatch() {
         "{err}"
     );
 }
+
+/// Workers move their classifier into a thread or `spawn_blocking`.
+#[test]
+fn classifier_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Classifier>();
+}
