@@ -392,7 +392,12 @@ def build_resnet(cache: Cache, arch: str, golden: dict[str, str], test: bool) ->
     if not (cache.stamp_ok(std_dir, key) and cache.stamp_ok(raw_dir, key)):
         if test:
             log(f"{name}: building a {arch}-shaped graph with random weights (test pack)")
-            state = graphs.random_resnet_state_dict(arch)
+            # Through a torch-format zip checkpoint and back, so the loader the real weights
+            # use is exercised offline too.
+            with tempfile.TemporaryDirectory() as tmp:
+                pth = os.path.join(tmp, f"{arch}-test.pth")
+                torch_pickle.save_zip_state_dict(graphs.random_resnet_state_dict(arch), pth)
+                state = torch_pickle.load_state_dict(pth)
             description = f"TEST ONLY: {arch}-shaped graph with random weights (torchvision layout and names)"
             raw_labels = imagenet_labels(cache)
             raw_labels_source = "torchvision 0.29.2 _IMAGENET_CATEGORIES (test pack; real packs use imagenet-simple-labels)"

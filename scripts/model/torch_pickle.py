@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -153,3 +154,73 @@ def load_state_dict(path: str) -> "collections.OrderedDict[str, np.ndarray]":
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state
+
+
+def save_zip_state_dict(state: dict, path: str) -> None:
+    """Write ``state`` (name -> numpy array) in torch's zip layout, as ``torch.save`` would,
+    without torch: the tensors pickle as ``torch._utils._rebuild_tensor_v2`` calls over
+    ``torch.FloatStorage`` persistent ids. Used to exercise ``load_state_dict`` offline on the
+    same format as torchvision's weights."""
+    import sys
+    import types
+
+    mod_torch = types.ModuleType("torch")
+    mod_utils = types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):  # pragma: no cover - only pickled by reference
+        raise NotImplementedError
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    mod_utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    storage_types = {}
+    for name in ("FloatStorage", "LongStorage"):
+        cls = type(name, (), {"__module__": "torch"})
+        setattr(mod_torch, name, cls)
+        storage_types[name] = cls
+
+    class _Storage:
+        def __init__(self, key, array):
+            self.key, self.array = key, array
+
+    class _Tensor:
+        def __init__(self, storage, shape):
+            self.storage, self.shape = storage, shape
+
+        def __reduce__(self):
+            strides, acc = [], 1
+            for d in reversed(self.shape):
+                strides.insert(0, acc)
+                acc *= d
+            return (_rebuild_tensor_v2, (self.storage, 0, tuple(self.shape), tuple(strides), False, collections.OrderedDict()))
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                kind = "LongStorage" if obj.array.dtype == np.int64 else "FloatStorage"
+                return ("storage", storage_types[kind], obj.key, "cpu", obj.array.size)
+            return None
+
+    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+    sys.modules["torch"], sys.modules["torch._utils"] = mod_torch, mod_utils
+    try:
+        tensors = collections.OrderedDict()
+        storages = []
+        for i, (name, array) in enumerate(state.items()):
+            array = np.require(array, requirements="C")  # keeps 0-d arrays 0-d
+            storage = _Storage(str(i), array)
+            storages.append(storage)
+            tensors[name] = _Tensor(storage, array.shape)
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=2).dump(tensors)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    root = os.path.splitext(os.path.basename(path))[0]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(f"{root}/data.pkl", buf.getvalue())
+        for s in storages:
+            z.writestr(f"{root}/data/{s.key}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
