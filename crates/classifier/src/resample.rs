@@ -134,7 +134,7 @@ impl Plane<'_> {
 
 /// Transposes a `w` × `h` RGB8 region (columns `x0..x0+w`, rows `y0..y0+h` of `src`).
 fn transpose_region(src: &Plane<'_>, x0: usize, y0: usize, w: usize, h: usize, out: &mut Vec<u8>) {
-    out.clear();
+    // Every byte is overwritten below: resizing without clearing skips a memset.
     out.resize(w * h * 3, 0);
     for y in 0..h {
         let row = &src.row(y0 + y)[x0 * 3..(x0 + w) * 3];
@@ -148,6 +148,45 @@ fn transpose_region(src: &Plane<'_>, x0: usize, y0: usize, w: usize, h: usize, o
 /// One pass along rows: output row `i` = Σ weights × input rows `bounds[i]` (each row `len`
 /// values), rounded to 8 bits. Both passes reduce to this.
 fn convolve_rows(
+    input: &[u8],
+    len: usize,
+    coeffs: &Coeffs,
+    row_offset: usize,
+    acc: &mut Vec<i32>,
+    out: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // The one unsafe block of the crate, and the reason it is allowed: the baseline x86-64
+        // target has no 32-bit vector multiply (SSE4.1's pmulld), so this loop runs 2.5-3x
+        // faster compiled for AVX2, and Pillow-exact arithmetic needs 32-bit products.
+        #[allow(unsafe_code)]
+        // SAFETY: AVX2 support was detected at run time just above, which is the only
+        // precondition of calling a `#[target_feature(enable = "avx2")]` function.
+        unsafe {
+            convolve_rows_avx2(input, len, coeffs, row_offset, acc, out);
+        }
+        return;
+    }
+    convolve_rows_portable(input, len, coeffs, row_offset, acc, out);
+}
+
+/// [`convolve_rows_portable`] compiled for AVX2 (it is inlined here and vectorised 8 wide).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn convolve_rows_avx2(
+    input: &[u8],
+    len: usize,
+    coeffs: &Coeffs,
+    row_offset: usize,
+    acc: &mut Vec<i32>,
+    out: &mut [u8],
+) {
+    convolve_rows_portable(input, len, coeffs, row_offset, acc, out);
+}
+
+#[inline(always)]
+fn convolve_rows_portable(
     input: &[u8],
     len: usize,
     coeffs: &Coeffs,
@@ -268,7 +307,6 @@ pub(crate) fn resize(
             rows,
             &mut scratch.transposed,
         );
-        scratch.horizontal_t.clear();
         scratch.horizontal_t.resize(out_w * rows * 3, 0);
         convolve_rows(
             &scratch.transposed,
@@ -330,6 +368,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dispatched_and_portable_passes_agree() {
+        let c = precompute(300, 0.0, 300.0, 97, Filter::Bicubic);
+        let len = 51;
+        let input: Vec<u8> = (0..300 * len).map(|i| (i * 7919 % 251) as u8).collect();
+        let (mut a, mut b) = (vec![0u8; 97 * len], vec![0u8; 97 * len]);
+        convolve_rows(&input, len, &c, 0, &mut Vec::new(), &mut a);
+        convolve_rows_portable(&input, len, &c, 0, &mut Vec::new(), &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]
