@@ -32,6 +32,11 @@
 //! EfficientNet, torchvision's resize-then-crop for ResNet, or none for the course's raw 64×64
 //! input) and the tests hold the tensor to the Python reference.
 //!
+//! **One `unsafe` block despite the workspace's `unsafe_code = "deny"`:** the Pillow-exact
+//! resampler's inner loop is also compiled for AVX2 and chosen at run time, because baseline
+//! x86-64 has no vector 32-bit multiply (see the module docs and SAFETY note in
+//! `src/resample.rs`).
+//!
 //! Inference is blocking and CPU-bound; async callers use `spawn_blocking` (see
 //! [`Classifier`]).
 
