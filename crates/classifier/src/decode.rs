@@ -1,0 +1,281 @@
+//! Decoding with limits: header first, then pixels. No ONNX Runtime needed, so the web tier can
+//! validate uploads with the same code the app tier classifies with.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use crate::error::ImageError;
+
+/// Default for [`Limits::max_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Default for [`Limits::max_pixels`]: 40 megapixels (a 24 MP camera photo fits; 40 MP of RGB is
+/// 120 MB of decoded pixels).
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Default for [`Limits::max_side`]: 20 000 pixels.
+pub const DEFAULT_MAX_SIDE: u32 = 20_000;
+
+/// Input limits, checked before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted input, in bytes.
+    pub max_bytes: usize,
+    /// Largest accepted width × height, from the header.
+    pub max_pixels: u64,
+    /// Largest accepted width or height, from the header.
+    pub max_side: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_side: DEFAULT_MAX_SIDE,
+        }
+    }
+}
+
+/// What the header and the decoder said about an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Container format, lower case (`jpeg`, `png`, `gif`, `webp`, `bmp`, `tiff`).
+    pub format: &'static str,
+    /// Width after applying the EXIF orientation.
+    pub width: u32,
+    /// Height after applying the EXIF orientation.
+    pub height: u32,
+    /// Pixel layout as stored, e.g. `Rgb8`, `La8`, `Rgba16` (palette images report the
+    /// expanded layout; CMYK JPEGs report `Rgb8` because the decoder converts them).
+    pub color: String,
+    /// Whether an EXIF orientation other than "as stored" was applied.
+    pub reoriented: bool,
+}
+
+/// A decoded image as packed 8-bit RGB, row-major, no padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    width: u32,
+    height: u32,
+    data: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Wraps packed RGB bytes; `None` if the length is not `width * height * 3`.
+    pub fn from_raw(width: u32, height: u32, data: Vec<u8>) -> Option<Self> {
+        let want = (width as usize)
+            .checked_mul(height as usize)?
+            .checked_mul(3)?;
+        (data.len() == want).then_some(RgbImage {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Packed RGB bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Checks the header against `limits`, then decodes fully (so truncated and corrupt data is
+/// caught), and throws the pixels away. This is what the web tier calls before queueing.
+pub fn validate_image(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImageError> {
+    decode_image(bytes, limits).map(|(info, _)| info)
+}
+
+/// Decodes `bytes` into 8-bit RGB with the EXIF orientation applied.
+///
+/// Order of checks: size in bytes, format sniffing, header (dimensions against `limits`, before
+/// any pixel is decoded), then the pixel data. Grayscale is replicated to RGB, palette images
+/// are expanded, 16-bit samples are scaled to 8 bits, CMYK JPEGs are converted by the decoder,
+/// and alpha is dropped without compositing (as PIL's `convert("RGB")` does, which is what the
+/// reference pipelines use).
+pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImage), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(ImageError::TooManyBytes {
+            len_bytes: bytes.len(),
+            max_bytes: limits.max_bytes,
+        });
+    }
+    let format = image::guess_format(bytes).map_err(|_| ImageError::NotAnImage)?;
+    let name = format_name(format);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // A second line of defence for decoders that allocate more than the header suggests. Width
+    // and height are left to `check_dimensions`, so the error can name them.
+    let mut decoder_limits = image::Limits::default();
+    // Decoded buffer (up to 16-bit RGBA) plus conversion headroom.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(1 << 24));
+    reader.limits(decoder_limits);
+
+    let mut decoder = reader.into_decoder().map_err(|e| {
+        // Some decoders refuse a zero or huge dimension while parsing the header (or read
+        // past it); PNG states its dimensions at a fixed offset, so the error can name them.
+        match png_dimensions(bytes).map(|(w, h)| check_dimensions(w, h, limits)) {
+            Some(Err(err)) => err,
+            _ => classify_error(e, name, limits),
+        }
+    })?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+    let color = format!("{:?}", decoder.color_type());
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| classify_error(e, name, limits))?;
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        // zune-jpeg pads a cut-off scan with grey and succeeds; a half-received upload must not
+        // be classified as if it were whole.
+        return Err(ImageError::Truncated {
+            format: name.to_owned(),
+            message: "no end-of-image marker after the image data".to_owned(),
+        });
+    }
+    let reoriented = orientation != image::metadata::Orientation::NoTransforms;
+    if reoriented {
+        img.apply_orientation(orientation);
+    }
+    let rgb = match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    };
+    let (width, height) = rgb.dimensions();
+    let info = ImageInfo {
+        format: name,
+        width,
+        height,
+        color,
+        reoriented,
+    };
+    Ok((
+        info,
+        RgbImage {
+            width,
+            height,
+            data: rgb.into_raw(),
+        },
+    ))
+}
+
+/// Whether a JPEG's entropy-coded data is followed by an end-of-image marker. Walks the
+/// marker segments to the first start-of-scan (so an EXIF thumbnail's own EOI does not count);
+/// after it, `FF D9` can only be the real EOI because scan data stuffs every `FF` byte.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        match bytes[i + 1] {
+            0xFF => i += 1,
+            0xDA => return bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            0x01 | 0xD0..=0xD9 => i += 2,
+            _ => i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]])),
+        }
+    }
+    false
+}
+
+/// Width and height from a PNG's IHDR chunk, if `bytes` starts like one.
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.get(12..24)?;
+    if &ihdr[..4] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&ihdr[4..8]), be(&ihdr[8..12])))
+}
+
+fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroDimension { width, height });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels
+        || width > limits.max_side
+        || height > limits.max_side
+    {
+        return Err(ImageError::TooManyPixels {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        });
+    }
+    Ok(())
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Png => "png",
+        ImageFormat::Gif => "gif",
+        ImageFormat::WebP => "webp",
+        ImageFormat::Bmp => "bmp",
+        ImageFormat::Tiff => "tiff",
+        other => other.extensions_str().first().copied().unwrap_or("unknown"),
+    }
+}
+
+/// Maps the decoder's error onto our variants. "Truncated" is told apart by an unexpected
+/// end of input, which decoders report as an I/O error or (zune-jpeg, png) in their message.
+fn classify_error(err: image::ImageError, format: &'static str, limits: &Limits) -> ImageError {
+    use image::ImageError as E;
+    let message = err.to_string();
+    let lower = message.to_ascii_lowercase();
+    let looks_truncated = lower.contains("end of file")
+        || lower.contains("unexpected eof")
+        || lower.contains("unexpectedeof")
+        || lower.contains("no more bytes")
+        || lower.contains("truncated")
+        || lower.contains("premature end")
+        || lower.contains("not enough data")
+        || lower.contains("not enough bytes");
+    match err {
+        E::Unsupported(_) if lower.contains("format") && !lower.contains("color") => {
+            ImageError::UnsupportedFormat {
+                format: format.to_owned(),
+            }
+        }
+        E::Limits(_) => ImageError::TooManyPixels {
+            width: 0,
+            height: 0,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        },
+        E::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ImageError::Truncated {
+                format: format.to_owned(),
+                message,
+            }
+        }
+        _ if looks_truncated => ImageError::Truncated {
+            format: format.to_owned(),
+            message,
+        },
+        _ if lower.contains("zero") && (lower.contains("width") || lower.contains("dimension")) => {
+            ImageError::ZeroDimension {
+                width: 0,
+                height: 0,
+            }
+        }
+        _ => ImageError::Corrupt {
+            format: format.to_owned(),
+            message,
+        },
+    }
+}
