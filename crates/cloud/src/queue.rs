@@ -47,6 +47,25 @@ impl OutgoingMessage {
             delay: Duration::ZERO,
         }
     }
+
+    /// Checks the body size and delay against SQS's limits (enforced on both backends),
+    /// before anything is sent to `queue`.
+    pub fn validate(&self, queue: &str) -> Result<()> {
+        if self.body.len() > MAX_MESSAGE_BYTES {
+            return Err(CloudError::MessageTooLarge {
+                queue: queue.to_owned(),
+                size_bytes: self.body.len(),
+                limit_bytes: MAX_MESSAGE_BYTES,
+            });
+        }
+        if self.delay > MAX_DELAY {
+            return Err(CloudError::InvalidArgument(format!(
+                "delay must be at most 15 minutes, got {:?}",
+                self.delay
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A received message.

@@ -32,7 +32,7 @@ use aws_sdk_sqs::types::{
 use super::{Failure, ceil_secs, malformed, round_secs};
 use crate::error::{CloudError, Result};
 use crate::queue::{
-    BatchEntryError, EntryResult, MAX_DELAY, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueDepth,
+    BatchEntryError, EntryResult, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueDepth,
     ReceiptHandle, ReceiveOptions, ReceivedMessage, validate_batch_len, validate_queue_name,
     validate_visibility,
 };
@@ -137,23 +137,6 @@ impl SqsQueue {
     /// The queue's URL.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    fn check_message(&self, m: &OutgoingMessage) -> Result<()> {
-        if m.body.len() > MAX_MESSAGE_BYTES {
-            return Err(CloudError::MessageTooLarge {
-                queue: self.name.clone(),
-                size_bytes: m.body.len(),
-                limit_bytes: MAX_MESSAGE_BYTES,
-            });
-        }
-        if m.delay > MAX_DELAY {
-            return Err(CloudError::InvalidArgument(format!(
-                "delay must be at most 15 minutes, got {:?}",
-                m.delay
-            )));
-        }
-        Ok(())
     }
 
     fn error(&self, operation: &'static str, failure: Failure) -> CloudError {
@@ -269,7 +252,7 @@ impl Queue for SqsQueue {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String> {
-        self.check_message(&message)?;
+        message.validate(&self.name)?;
         let output = self
             .client
             .send_message()
@@ -290,7 +273,7 @@ impl Queue for SqsQueue {
         let mut out: Vec<Option<EntryResult<String>>> = vec![None; messages.len()];
         let mut accepted = Vec::with_capacity(messages.len());
         for (i, m) in messages.into_iter().enumerate() {
-            match self.check_message(&m) {
+            match m.validate(&self.name) {
                 Ok(()) => accepted.push((i, m)),
                 Err(e) => {
                     out[i] = Some(Err(BatchEntryError {

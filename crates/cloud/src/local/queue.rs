@@ -18,9 +18,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::doorbell::{self, Doorbell};
 use crate::error::{CloudError, Result};
 use crate::queue::{
-    BatchEntryError, EntryResult, MAX_DELAY, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueDepth,
-    ReceiptHandle, ReceiveOptions, ReceivedMessage, validate_batch_len, validate_queue_name,
-    validate_visibility,
+    BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
+    ReceiveOptions, ReceivedMessage, validate_batch_len, validate_queue_name, validate_visibility,
 };
 
 /// How long a long poll sleeps between looks when no doorbell rings: the latest a
@@ -241,23 +240,6 @@ impl LocalQueue {
         })
     }
 
-    fn check_message(&self, m: &OutgoingMessage) -> std::result::Result<(), CloudError> {
-        if m.body.len() > MAX_MESSAGE_BYTES {
-            return Err(CloudError::MessageTooLarge {
-                queue: self.name.clone(),
-                size_bytes: m.body.len(),
-                limit_bytes: MAX_MESSAGE_BYTES,
-            });
-        }
-        if m.delay > MAX_DELAY {
-            return Err(CloudError::InvalidArgument(format!(
-                "delay must be at most 15 minutes, got {:?}",
-                m.delay
-            )));
-        }
-        Ok(())
-    }
-
     /// Inserts the messages that passed their checks in one transaction.
     async fn insert(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>> {
         let queue = self.name.clone();
@@ -412,7 +394,7 @@ impl Queue for LocalQueue {
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<String> {
-        self.check_message(&message)?;
+        message.validate(&self.name)?;
         let mut ids = self.insert(vec![message]).await?;
         ids.pop()
             .ok_or_else(|| CloudError::InvalidArgument("insert returned no id".into()))
@@ -423,7 +405,7 @@ impl Queue for LocalQueue {
         let mut results: Vec<Option<EntryResult<String>>> = Vec::with_capacity(messages.len());
         let mut accepted = Vec::new();
         for m in messages {
-            match self.check_message(&m) {
+            match m.validate(&self.name) {
                 Ok(()) => {
                     results.push(None);
                     accepted.push(m);
