@@ -137,6 +137,7 @@ impl Cloud {
     /// `max_receive_count` receives) and its buckets. Idempotent: existing resources are
     /// kept as they are.
     pub async fn provision(&self, stack: &StackSpec) -> Result<()> {
+        stack.validate()?;
         match &self.backend {
             CloudBackend::Local(c) => c.provision(stack).await,
             #[cfg(feature = "aws")]

@@ -51,6 +51,17 @@ impl OutgoingMessage {
     /// Checks the body size and delay against SQS's limits (enforced on both backends),
     /// before anything is sent to `queue`.
     pub fn validate(&self, queue: &str) -> Result<()> {
+        if self.body.is_empty() {
+            return Err(CloudError::InvalidArgument(format!(
+                "message for queue {queue} is empty (SQS needs at least one character)"
+            )));
+        }
+        if let Some(c) = self.body.chars().find(|&c| !is_sqs_char(c)) {
+            return Err(CloudError::InvalidArgument(format!(
+                "message for queue {queue} contains U+{:04X}, which SQS does not accept",
+                u32::from(c)
+            )));
+        }
         if self.body.len() > MAX_MESSAGE_BYTES {
             return Err(CloudError::MessageTooLarge {
                 queue: queue.to_owned(),
@@ -66,6 +77,12 @@ impl OutgoingMessage {
         }
         Ok(())
     }
+}
+
+/// The characters SQS allows in a message body: `#x9 | #xA | #xD | #x20–#xD7FF |
+/// #xE000–#xFFFD | #x10000–#x10FFFF` (Rust `char`s are never surrogates).
+fn is_sqs_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// A received message.
@@ -259,6 +276,17 @@ mod tests {
         assert!(validate_queue_name("has space").is_err());
         assert!(validate_queue_name("../etc").is_err());
         assert!(validate_queue_name(&"x".repeat(81)).is_err());
+    }
+
+    #[test]
+    fn message_bodies_follow_sqs_rules() {
+        let ok = |body: &str| OutgoingMessage::new(body).validate("q").is_ok();
+        assert!(ok("{\"json\": \"é✓\t\n\"}"));
+        assert!(ok("\u{10FFFF}"));
+        assert!(!ok(""));
+        assert!(!ok("nul\0byte"));
+        assert!(!ok("bell\u{7}"));
+        assert!(!ok("\u{FFFE}"));
     }
 
     #[test]

@@ -27,6 +27,18 @@ pub struct StackSpec {
 }
 
 impl StackSpec {
+    /// Checks what both backends must refuse alike: SQS's 1..=1000 receives before
+    /// dead-lettering and its 12-hour visibility limit. Names are checked when created.
+    pub fn validate(&self) -> crate::Result<()> {
+        if !(1..=1000).contains(&self.max_receive_count) {
+            return Err(crate::CloudError::InvalidArgument(format!(
+                "max_receive_count must be 1..=1000, got {}",
+                self.max_receive_count
+            )));
+        }
+        crate::queue::validate_visibility(self.visibility_timeout)
+    }
+
     /// The dead-letter queue paired with `queue`.
     pub fn dead_letter_queue(queue: &str) -> String {
         format!("{queue}{DEAD_LETTER_SUFFIX}")

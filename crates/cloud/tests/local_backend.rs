@@ -285,3 +285,51 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
     );
     assert!(asked.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_zero_visibility_receive_never_returns_a_message_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = open(dir.path()).await;
+    let spec = StackSpec {
+        max_receive_count: 1,
+        ..stack()
+    };
+    cloud.provision(&spec).await.unwrap();
+    let q = cloud.queue("requests").await.unwrap();
+    let zero = ReceiveOptions {
+        max_messages: 10,
+        wait: Duration::ZERO,
+        visibility_timeout: Some(Duration::ZERO),
+    };
+    q.send(OutgoingMessage::new("poison")).await.unwrap();
+    // Received once (the limit), and visible again at once.
+    assert_eq!(q.receive(zero).await.unwrap().len(), 1);
+    q.send(OutgoingMessage::new("fresh")).await.unwrap();
+    // This receive dead-letters "poison", looks again to fill the batch, and must return
+    // "fresh" exactly once even though receiving it made it visible again.
+    let got = q.receive(zero).await.unwrap();
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["fresh"]);
+    assert_eq!(got[0].receive_count, 1);
+}
+
+#[tokio::test]
+async fn a_stack_that_sqs_would_refuse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = open(dir.path()).await;
+    let err = cloud
+        .provision(&StackSpec {
+            max_receive_count: 0,
+            ..stack()
+        })
+        .await
+        .expect_err("zero receives");
+    assert!(matches!(err, CloudError::InvalidArgument(_)), "{err}");
+    let err = cloud
+        .fleet(FleetSpec {
+            name_prefix: "../x".into(),
+            ..fleet_spec("true", Duration::ZERO)
+        })
+        .await;
+    assert!(matches!(err, Err(CloudError::Config(_))), "{err:?}");
+}

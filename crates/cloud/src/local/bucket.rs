@@ -78,6 +78,12 @@ fn write_atomically(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
         path: target.to_path_buf(),
         source: e.error,
     })?;
+    // The rename itself is durable only once the directory entry is on disk.
+    if let Some(parent) = target.parent() {
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("flush bucket directory", parent))?;
+    }
     Ok(())
 }
 

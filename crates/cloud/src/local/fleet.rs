@@ -66,28 +66,59 @@ fn fleet_error(action: &'static str, message: impl Into<String>) -> CloudError {
     }
 }
 
-/// What `/proc` says about a pid: its start time and whether it already exited (zombie).
-fn proc_status(pid: i32) -> Option<(u64, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// What `/proc` says about a pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcStatus {
+    /// No such process.
+    Gone,
+    /// A process with this start time (field 22 of `/proc/<pid>/stat`); `exited` when it is
+    /// a zombie waiting to be reaped.
+    Exists { start_ticks: u64, exited: bool },
+    /// `/proc` could not be read (descriptor limits, no `/proc`): we cannot tell, so
+    /// nothing may be concluded from it.
+    Unknown,
+}
+
+fn proc_status(pid: i32) -> ProcStatus {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ProcStatus::Gone,
+        Err(_) => return ProcStatus::Unknown,
+    };
     // The command name (field 2) is in parentheses and may contain spaces: split after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return ProcStatus::Unknown;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
-    let start = fields.get(19)?.parse().ok()?;
-    Some((start, zombie))
+    let exited = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
+    match fields.get(19).and_then(|s| s.parse().ok()) {
+        Some(start_ticks) => ProcStatus::Exists {
+            start_ticks,
+            exited,
+        },
+        None => ProcStatus::Unknown,
+    }
 }
 
 impl Record {
+    /// Whether the recorded process still runs. Only a missing pid, a pid now owned by a
+    /// later process (other start time) or an exited one count as gone; when `/proc`
+    /// cannot be read the process is presumed alive, so it is neither forgotten nor its
+    /// name reused.
     fn alive(&self) -> bool {
         match proc_status(self.pid) {
-            Some((start, zombie)) if start == self.start_ticks => {
-                if zombie {
+            ProcStatus::Exists {
+                start_ticks,
+                exited,
+            } if start_ticks == self.start_ticks => {
+                if exited {
                     // Our child that exited: reap it (fails harmlessly if it is not ours).
                     let _ = waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG));
                 }
-                !zombie
+                !exited
             }
-            _ => false,
+            ProcStatus::Exists { .. } | ProcStatus::Gone => false,
+            ProcStatus::Unknown => true,
         }
     }
 
@@ -106,12 +137,20 @@ impl LocalFleet {
                 "the local fleet needs a local launch spec (the app-tier program)".into(),
             )
         })?;
-        if spec.stack.is_empty() || spec.stack.contains(['/', '\\']) || spec.stack.starts_with('.')
-        {
-            return Err(CloudError::Config(format!(
-                "invalid stack name {:?}",
-                spec.stack
-            )));
+        for (what, value) in [
+            ("stack name", &spec.stack),
+            ("instance name prefix", &spec.name_prefix),
+        ] {
+            if value.is_empty()
+                || value.starts_with('.')
+                || !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(CloudError::Config(format!(
+                    "invalid {what} {value:?}: use letters, digits, '-', '_' and '.', not first"
+                )));
+            }
         }
         let dir = root.join("fleet").join(&spec.stack);
         std::fs::create_dir_all(&dir).map_err(|source| CloudError::StateDir {
@@ -196,7 +235,15 @@ impl LocalFleet {
         Ok(())
     }
 
-    /// Brings every record up to date (exits noticed, overdue kills done, old records
+    /// [`refresh`](Self::refresh) under the fleet lock: records are rewritten and pruned by
+    /// name, and launches reuse names, so an unlocked refresh could overwrite or delete the
+    /// record of an instance launched meanwhile.
+    fn refresh_locked(&self) -> Result<Vec<Instance>> {
+        let _lock = self.lock()?;
+        self.refresh()
+    }
+
+    /// Brings every record up to date (the caller holds the fleet lock) (exits noticed, overdue kills done, old records
     /// pruned) and returns the instances.
     fn refresh(&self) -> Result<Vec<Instance>> {
         let now = now_ms();
@@ -257,7 +304,7 @@ impl LocalFleet {
             path: log_path.clone(),
             source,
         })?;
-        let child = Command::new(&self.launch.program)
+        let mut child = Command::new(&self.launch.program)
             .args(&self.launch.args)
             .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .env(env::IRAS_INSTANCE_ID, &id)
@@ -275,10 +322,19 @@ impl LocalFleet {
                 )
             })?;
         let pid = child.id() as i32;
+        let ProcStatus::Exists { start_ticks, .. } = proc_status(pid) else {
+            // Without its start time the process could never be told from a later one with
+            // the same pid, so it could not be stopped safely: do not keep it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fleet_error(
+                "launch",
+                format!("cannot read /proc/{pid}/stat of the new process"),
+            ));
+        };
         // The child is reaped by `Record::alive` once it exits; dropping the handle neither
         // waits for nor kills it.
         drop(child);
-        let start_ticks = proc_status(pid).map_or(0, |(start, _)| start);
         Ok(Record {
             id,
             name: name.to_owned(),
@@ -298,7 +354,12 @@ impl LocalFleet {
         for n in free_ordinals(&current, &self.spec.name_prefix, count) {
             let name = format!("{}{n}", self.spec.name_prefix);
             let record = self.spawn(&name)?;
-            self.write_record(&record)?;
+            if let Err(e) = self.write_record(&record) {
+                // An instance without a record could never be listed or stopped.
+                let _ = kill(Pid::from_raw(-record.pid), Signal::SIGKILL);
+                let _ = waitpid(Pid::from_raw(record.pid), None);
+                return Err(e);
+            }
             tracing::info!(instance = %name, id = %record.id, pid = record.pid, "launched app-tier process");
             launched.push(Instance {
                 id: record.id,
@@ -344,7 +405,7 @@ async fn blocking<T: Send + 'static>(
 impl Fleet for LocalFleet {
     async fn list(&self) -> Result<Vec<Instance>> {
         let fleet = self.clone();
-        blocking("list", move || fleet.refresh()).await
+        blocking("list", move || fleet.refresh_locked()).await
     }
 
     async fn launch(&self, count: usize) -> Result<Vec<Instance>> {
@@ -365,7 +426,7 @@ impl Fleet for LocalFleet {
         let fleet = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            let _ = blocking("list", move || fleet.refresh()).await;
+            let _ = blocking("list", move || fleet.refresh_locked()).await;
         });
         Ok(())
     }

@@ -80,21 +80,18 @@ impl Database {
     pub(crate) async fn open(path: PathBuf) -> Result<Self> {
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
-            let corrupt = |e: rusqlite::Error| CloudError::CorruptDatabase {
-                path: p.clone(),
-                message: e.to_string(),
-            };
-            let conn = Connection::open(&p).map_err(corrupt)?;
-            conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+            let fail = |e: rusqlite::Error| db_error(&p, "*", e);
+            let conn = Connection::open(&p).map_err(fail)?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
             // WAL: readers never block the writer, and writers in other processes commit
             // without waiting for readers. NORMAL sync in WAL mode survives any process
             // crash (what at-least-once needs here); only an OS crash or power loss may
             // lose the last commits.
             conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(corrupt)?;
+                .map_err(fail)?;
             conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(corrupt)?;
-            conn.execute_batch(SCHEMA).map_err(corrupt)?;
+                .map_err(fail)?;
+            conn.execute_batch(SCHEMA).map_err(fail)?;
             Ok(conn)
         })
         .await
@@ -282,8 +279,11 @@ impl LocalQueue {
                         dead_lettered: false,
                         next_visible_at_ms: None,
                     };
+                    // Rows received in this transaction: with a zero visibility timeout they
+                    // are visible again at once and must not be picked twice.
+                    let mut taken = std::collections::HashSet::new();
                     loop {
-                        let want = max - picked.messages.len();
+                        let want = max - picked.messages.len() + taken.len();
                         let rows: Vec<(i64, String, String, u32)> = {
                             let mut select = tx.prepare_cached(
                                 "SELECT seq, message_id, body, receive_count FROM messages
@@ -296,6 +296,10 @@ impl LocalQueue {
                                 })?
                                 .collect::<rusqlite::Result<_>>()?
                         };
+                        let rows: Vec<_> = rows
+                            .into_iter()
+                            .filter(|(seq, ..)| !taken.contains(seq))
+                            .collect();
                         if rows.is_empty() {
                             break;
                         }
@@ -320,6 +324,7 @@ impl LocalQueue {
                              WHERE seq = ?1",
                         )?
                         .execute(params![seq, receipt, now + millis(visibility)])?;
+                            taken.insert(seq);
                             picked.messages.push(ReceivedMessage {
                                 message_id,
                                 body,
