@@ -1,6 +1,12 @@
-//! The iras app tier. Today: `app-tier classify FILE…` (classify files on disk, printing
-//! `file,label` lines as the course classifier did). The queue worker (`serve`) joins as another
-//! subcommand with its own module; shared model options live in [`ModelArgs`].
+//! The iras app tier.
+//!
+//! - `app-tier serve` ([`worker`]): the queue worker — long-polls the request queue,
+//!   classifies, writes both buckets, answers on the reply queue, then deletes the request.
+//! - `app-tier classify FILE…` ([`classify`]): classify files on disk, printing
+//!   `file,label` lines as the course classifier did.
+//!
+//! Shared model options live in [`ModelArgs`]; the backend options come from
+//! [`iras_cloud::CloudArgs`].
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -10,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use iras_classifier::{Classifier, ClassifierOptions, Limits, ModelPack, paths};
 
 pub mod classify;
+pub mod worker;
 
 /// Command line of the `app-tier` binary.
 #[derive(Debug, Parser)]
@@ -29,6 +36,50 @@ pub struct Cli {
 pub enum Command {
     /// Classify image files and print `file,label` lines (or JSON with --json).
     Classify(classify::ClassifyArgs),
+    /// Serve as a queue worker until SIGTERM or Ctrl-C (then finish the batch in hand).
+    Serve(ServeArgs),
+}
+
+/// Options of `app-tier serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Queues, buckets and backend.
+    #[command(flatten)]
+    pub cloud: iras_cloud::CloudArgs,
+    /// Model and inference.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Queue (name, or URL on AWS) the requests arrive on.
+    #[arg(long, env = "IRAS_REQUEST_QUEUE", default_value = "iras-requests")]
+    pub request_queue: String,
+    /// Bucket every uploaded image is written to.
+    #[arg(long, env = "IRAS_INPUT_BUCKET", default_value = "iras-input")]
+    pub input_bucket: String,
+    /// Bucket every `(stem, label)` result is written to.
+    #[arg(long, env = "IRAS_OUTPUT_BUCKET", default_value = "iras-output")]
+    pub output_bucket: String,
+    /// Worker loops, each with its own ONNX session (intra-op threads default to the CPUs
+    /// divided among them).
+    #[arg(long, env = "IRAS_WORKERS", default_value_t = NonZeroUsize::MIN)]
+    pub workers: NonZeroUsize,
+    /// Messages taken per receive (1–10). 1 spreads a burst across instances best; more
+    /// saves queue calls when each instance has plenty to do.
+    #[arg(long, env = "IRAS_BATCH_SIZE", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub batch_size: u8,
+    /// How long a received request stays hidden from other workers, in seconds; the
+    /// heartbeat extends it while the batch is worked on.
+    #[arg(long, env = "IRAS_VISIBILITY_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(2..=43_200))]
+    pub visibility_timeout_secs: u64,
+    /// Long-poll wait per receive, in seconds (SQS's maximum is 20).
+    #[arg(long, env = "IRAS_WAIT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub wait_secs: u64,
+    /// Names this worker in responses and logs. Default: the instance name the local fleet
+    /// sets, else the host name and process id.
+    #[arg(long, env = "IRAS_INSTANCE_NAME")]
+    pub worker_id: Option<String>,
 }
 
 /// Which model to run and how: shared by every subcommand that classifies.
@@ -75,12 +126,70 @@ impl ModelArgs {
     }
 }
 
-/// Runs a parsed command line; the exit code says whether every input was classified.
+/// Runs a parsed command line; for `classify`, the exit code says whether every input was
+/// classified.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Classify(args) => {
             let stdout = std::io::stdout();
             classify::run(&args, &mut stdout.lock())
         }
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(args, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `app-tier serve` with a shutdown future of the caller's choosing (tests pass their own).
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let workers = args.workers.get();
+    let mut model = args.model.clone();
+    if model.threads.is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        model.threads = NonZeroUsize::new((cpus / workers).max(1));
+    }
+    let classifiers = (0..workers)
+        .map(|_| model.build_classifier())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
+    let worker_id = args.worker_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let config = worker::WorkerConfig {
+        request_queue: args.request_queue,
+        input_bucket: args.input_bucket,
+        output_bucket: args.output_bucket,
+        worker_id,
+        batch_size: usize::from(args.batch_size),
+        visibility_timeout: std::time::Duration::from_secs(args.visibility_timeout_secs),
+        wait: std::time::Duration::from_secs(args.wait_secs),
+    };
+    worker::serve(config, cloud, classifiers, shutdown).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what systemd and the local fleet send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }

@@ -1,0 +1,480 @@
+//! The queue worker (`app-tier serve`): long-poll the request queue, classify, store, answer,
+//! and only then delete.
+//!
+//! Each worker loop owns one ONNX session (sessions cannot be shared: `run` takes `&mut`)
+//! and runs inference on the blocking pool. Per message, in this order:
+//!
+//! 1. decode the request (a body that is not a request cannot be answered — there is no
+//!    reply-to — so it is left alone and ends in the dead-letter queue after
+//!    `max_receive_count` receives, where an operator can look at it);
+//! 2. fetch the image (inline base64, or the claim-check object in the input bucket);
+//! 3. classify; 4. write the image to the input bucket and `(stem, label)` to the output
+//!    bucket (keys from the request, so a redelivered request overwrites the same objects);
+//! 5. send the response to the request's reply-to queue; 6. delete the request (batched).
+//!
+//! Input that can never be classified (bad base64, an undecodable or oversized image, a
+//! missing claim-check object) gets an *error response* and is deleted: a poison message
+//! costs one receive, not a hot loop. Anything that may pass (a bucket or queue call
+//! failing, an inference runtime error) leaves the message undeleted; it comes back after
+//! its visibility timeout, and after `max_receive_count` receives it is dead-lettered.
+//! While a batch is being worked on, a heartbeat extends the visibility of the messages
+//! still in hand, so a slow batch is not redelivered to another worker meanwhile.
+//!
+//! Shutdown (SIGTERM) is checked between batches: a loop finishes the batch in hand,
+//! deletes what it answered, and stops receiving.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use iras_classifier::Classifier;
+use iras_cloud::{
+    Bucket, Cloud, CloudError, Queue, ReceiptHandle, ReceiveOptions, ReceivedMessage,
+};
+use iras_protocol::{
+    ErrorKind, ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings,
+};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Longest pause between failed receives (exponential backoff from 100 ms).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a worker needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queue the requests arrive on.
+    pub request_queue: String,
+    /// Bucket every image is written to.
+    pub input_bucket: String,
+    /// Bucket every `(stem, label)` result is written to.
+    pub output_bucket: String,
+    /// Names this worker in responses and logs (the instance name when the fleet started it).
+    pub worker_id: String,
+    /// Messages per receive, 1..=10.
+    pub batch_size: usize,
+    /// How long received messages stay hidden; must cover a whole batch (the heartbeat
+    /// extends it while work goes on).
+    pub visibility_timeout: Duration,
+    /// Long-poll wait per receive (at most 20 s).
+    pub wait: Duration,
+}
+
+/// Shared by the worker loops of one process.
+struct Shared {
+    config: WorkerConfig,
+    cloud: Cloud,
+    requests: Arc<dyn Queue>,
+    input: Arc<dyn Bucket>,
+    output: Arc<dyn Bucket>,
+    /// Reply queues resolved so far, by name or URL.
+    replies: Mutex<HashMap<String, Arc<dyn Queue>>>,
+}
+
+/// Runs one worker loop per classifier until `shutdown` resolves, then lets each loop finish
+/// its batch. Fails fast if the queues or buckets do not exist.
+pub async fn serve(
+    config: WorkerConfig,
+    cloud: Cloud,
+    classifiers: Vec<Classifier>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    ReceiveOptions {
+        max_messages: config.batch_size,
+        wait: config.wait,
+        visibility_timeout: Some(config.visibility_timeout),
+    }
+    .validate()
+    .context("invalid worker settings")?;
+    let shared = Arc::new(Shared {
+        requests: cloud
+            .queue(&config.request_queue)
+            .await
+            .context("request queue")?,
+        input: cloud
+            .bucket(&config.input_bucket)
+            .await
+            .context("input bucket")?,
+        output: cloud
+            .bucket(&config.output_bucket)
+            .await
+            .context("output bucket")?,
+        replies: Mutex::new(HashMap::new()),
+        config,
+        cloud,
+    });
+    // Cancelled when shutdown begins; each loop checks it between batches.
+    let stop = CancellationToken::new();
+    let mut loops = tokio::task::JoinSet::new();
+    for (n, classifier) in classifiers.into_iter().enumerate() {
+        loops.spawn(worker_loop(n, shared.clone(), classifier, stop.clone()));
+    }
+    iras_cloud::mark_instance_ready().context("cannot write the ready file")?;
+    tracing::info!(worker = %shared.config.worker_id, loops = loops.len(), "serving");
+    // A loop ends on its own only when its classifier was lost (inference panicked).
+    let early = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutdown requested: finishing the batches in hand");
+            None
+        }
+        Some(joined) = loops.join_next() => Some(joined),
+    };
+    stop.cancel();
+    while let Some(joined) = loops.join_next().await {
+        reraise(joined);
+    }
+    if let Some(joined) = early {
+        reraise(joined);
+        anyhow::bail!("a worker loop lost its classifier; stopped the others");
+    }
+    tracing::info!("all worker loops stopped");
+    Ok(())
+}
+
+/// Re-raises a worker loop's panic so it is not lost.
+fn reraise(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn worker_loop(
+    n: usize,
+    shared: Arc<Shared>,
+    classifier: Classifier,
+    stop: CancellationToken,
+) {
+    let options = ReceiveOptions {
+        max_messages: shared.config.batch_size,
+        wait: shared.config.wait,
+        visibility_timeout: Some(shared.config.visibility_timeout),
+    };
+    let mut classifier = Some(classifier);
+    let mut backoff = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        let received = tokio::select! {
+            () = stop.cancelled() => break,
+            r = shared.requests.receive(options) => r,
+        };
+        let batch = match received {
+            Ok(batch) => {
+                backoff = Duration::from_millis(100);
+                batch
+            }
+            Err(e) => {
+                tracing::warn!(worker_loop = n, error = %e, retry_in = ?backoff, "receive failed");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let heartbeat = Heartbeat::start(shared.clone(), &batch);
+        let mut done = Vec::with_capacity(batch.len());
+        for message in batch {
+            let (back, handled) = handle(&shared, classifier.take(), &message).await;
+            classifier = back;
+            heartbeat.release(&message.receipt).await;
+            if handled {
+                done.push(message.receipt);
+            }
+            if classifier.is_none() {
+                tracing::error!(
+                    worker_loop = n,
+                    "classifier lost (inference panicked): loop stops"
+                );
+                break;
+            }
+        }
+        heartbeat.stop();
+        delete(&shared, done).await;
+        if classifier.is_none() {
+            return;
+        }
+    }
+}
+
+/// Deletes answered requests in batches; a receipt that fails only means the message comes
+/// back and is answered again (idempotently).
+async fn delete(shared: &Shared, receipts: Vec<ReceiptHandle>) {
+    for chunk in iras_cloud::queue::batches(receipts) {
+        match shared.requests.delete_batch(chunk).await {
+            Ok(results) => {
+                for failed in results.iter().filter_map(|r| r.as_ref().err()) {
+                    tracing::warn!(error = %failed, "delete failed: the request will be answered again");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delete batch failed: the requests will be answered again")
+            }
+        }
+    }
+}
+
+/// Handles one message. Returns the classifier (unless inference panicked) and whether the
+/// message is finished (answered, with a label or an error) and may be deleted.
+async fn handle(
+    shared: &Shared,
+    classifier: Option<Classifier>,
+    message: &ReceivedMessage,
+) -> (Option<Classifier>, bool) {
+    let request = match RequestMessage::decode(&message.body) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::error!(message_id = %message.message_id, receives = message.receive_count, error = %e,
+                "not a request message: left for the dead-letter queue");
+            return (classifier, false);
+        }
+    };
+    let started = Instant::now();
+    let queued_ms = now_ms().saturating_sub(request.submitted_at_ms);
+    let bytes = match image_bytes(shared, &request).await {
+        Ok(bytes) => bytes,
+        Err(Failure::Permanent(kind, msg)) => {
+            let timings = Timings {
+                queued_ms,
+                total_ms: elapsed_ms(started),
+                ..Timings::default()
+            };
+            let answered = respond(
+                shared,
+                &request,
+                Outcome::Error { kind, message: msg },
+                timings,
+            )
+            .await;
+            return (classifier, answered);
+        }
+        Err(Failure::Transient(e)) => {
+            tracing::warn!(id = %request.id, error = %e, "cannot fetch the image yet: will be redelivered");
+            return (classifier, false);
+        }
+    };
+    let Some(mut c) = classifier else {
+        return (None, false);
+    };
+    let top_k = usize::from(request.top_k.max(1));
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = c.classify(&bytes, top_k);
+        (c, bytes, result)
+    })
+    .await;
+    let (c, bytes, result) = match joined {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(id = %request.id, error = %e, "inference panicked: will be redelivered");
+            return (None, false);
+        }
+    };
+    let mut timings = Timings {
+        queued_ms,
+        ..Timings::default()
+    };
+    let outcome = match result {
+        Ok(classification) => {
+            let stages = &classification.timings;
+            timings.decode_ms = (stages.decode_us + stages.preprocess_us) / 1000;
+            timings.inference_ms = stages.inference_us / 1000;
+            Outcome::Label {
+                label: classification.label.clone(),
+                score: classification.score,
+                top_k: classification
+                    .top_k
+                    .iter()
+                    .map(|p| Prediction {
+                        label: p.label.clone(),
+                        index: p.index as u32,
+                        score: p.score,
+                    })
+                    .collect(),
+            }
+        }
+        Err(e) if e.is_bad_input() => Outcome::Error {
+            kind: match &e {
+                iras_classifier::Error::Image(
+                    iras_classifier::ImageError::TooManyBytes { .. }
+                    | iras_classifier::ImageError::TooManyPixels { .. },
+                ) => ErrorKind::ImageTooLarge,
+                _ => ErrorKind::UndecodableImage,
+            },
+            message: e.to_string(),
+        },
+        Err(e) => {
+            tracing::error!(id = %request.id, error = %e, "inference failed: will be redelivered");
+            return (Some(c), false);
+        }
+    };
+    // Every image is kept, whatever became of it; the result only when there is a label.
+    let stored = store(shared, &request, bytes, &outcome).await;
+    if let Err(e) = stored {
+        tracing::warn!(id = %request.id, error = %e, "cannot write to the buckets: will be redelivered");
+        return (Some(c), false);
+    }
+    timings.total_ms = elapsed_ms(started);
+    let answered = respond(shared, &request, outcome, timings).await;
+    (Some(c), answered)
+}
+
+enum Failure {
+    /// The request can never succeed: answer with this error.
+    Permanent(ErrorKind, String),
+    /// May pass later: leave the message for redelivery.
+    Transient(CloudError),
+}
+
+async fn image_bytes(shared: &Shared, request: &RequestMessage) -> Result<Vec<u8>, Failure> {
+    match &request.image {
+        ImagePayload::Inline { .. } => match request.image.decode_inline() {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(Failure::Permanent(
+                ErrorKind::BadPayload,
+                "no inline image".into(),
+            )),
+            Err(e) => Err(Failure::Permanent(e.error_kind(), e.to_string())),
+        },
+        ImagePayload::Claim { key } => match shared.input.get(key).await {
+            Ok(bytes) => Ok(bytes),
+            Err(CloudError::ObjectNotFound { .. }) => Err(Failure::Permanent(
+                ErrorKind::MissingClaim,
+                format!("claim-check object {key} is not in the input bucket"),
+            )),
+            Err(CloudError::InvalidKey { .. }) => Err(Failure::Permanent(
+                ErrorKind::BadPayload,
+                format!("claim-check key {key:?} is not a valid key"),
+            )),
+            Err(e) => Err(Failure::Transient(e)),
+        },
+    }
+}
+
+async fn store(
+    shared: &Shared,
+    request: &RequestMessage,
+    bytes: Vec<u8>,
+    outcome: &Outcome,
+) -> Result<(), CloudError> {
+    let input_key = request.input_key();
+    let already_there = matches!(&request.image, ImagePayload::Claim { key } if *key == input_key);
+    if !already_there {
+        shared.input.put(&input_key, bytes).await?;
+    }
+    if let Outcome::Label { label, .. } = outcome {
+        shared
+            .output
+            .put(
+                &request.output_key(),
+                request.output_value(label).into_bytes(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sends the response to the request's reply-to queue. `false` when it could not be sent
+/// (the request is then redelivered and answered again).
+async fn respond(
+    shared: &Shared,
+    request: &RequestMessage,
+    outcome: Outcome,
+    timings: Timings,
+) -> bool {
+    let response = ResponseMessage::new(
+        request.id,
+        request.file_name.clone(),
+        outcome,
+        shared.config.worker_id.clone(),
+        timings,
+    );
+    let body = match response.encode() {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(id = %request.id, error = %e, "cannot encode the response");
+            return false;
+        }
+    };
+    let queue = match reply_queue(shared, &request.reply_to).await {
+        Ok(queue) => queue,
+        Err(e) => {
+            tracing::warn!(id = %request.id, reply_to = %request.reply_to, error = %e, "no reply queue");
+            return false;
+        }
+    };
+    match queue.send(iras_cloud::OutgoingMessage::new(body)).await {
+        Ok(_) => {
+            tracing::info!(id = %request.id, file = %request.file_name, "answered");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(id = %request.id, error = %e, "cannot send the response: will be redelivered");
+            false
+        }
+    }
+}
+
+async fn reply_queue(shared: &Shared, name: &str) -> Result<Arc<dyn Queue>, CloudError> {
+    let mut replies = shared.replies.lock().await;
+    if let Some(q) = replies.get(name) {
+        return Ok(q.clone());
+    }
+    let q = shared.cloud.queue(name).await?;
+    replies.insert(name.to_owned(), q.clone());
+    Ok(q)
+}
+
+/// Keeps the messages of a batch hidden while it is worked on, by extending their
+/// visibility timeout every half timeout until each is released.
+struct Heartbeat {
+    in_hand: Arc<Mutex<Vec<ReceiptHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(shared: Arc<Shared>, batch: &[ReceivedMessage]) -> Self {
+        let in_hand = Arc::new(Mutex::new(
+            batch.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>(),
+        ));
+        let held = in_hand.clone();
+        let timeout = shared.config.visibility_timeout;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(timeout / 2);
+            tick.tick().await; // the first tick is immediate
+            loop {
+                tick.tick().await;
+                let receipts = held.lock().await.clone();
+                for r in receipts {
+                    if let Err(e) = shared.requests.change_visibility(&r, timeout).await {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                }
+            }
+        });
+        Self { in_hand, task }
+    }
+
+    async fn release(&self, receipt: &ReceiptHandle) {
+        self.in_hand.lock().await.retain(|r| r != receipt);
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
