@@ -47,12 +47,9 @@ fn request(name: &str, image: ImagePayload) -> RequestMessage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_requests_end_to_end_and_stops_cleanly() {
-    let state = tempfile::tempdir().unwrap();
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
+/// A local stack with the worker's default queue and bucket names.
+async fn provisioned(state: &std::path::Path) -> Cloud {
+    let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
     cloud
         .provision(&StackSpec {
             request_queue: "iras-requests".into(),
@@ -64,6 +61,13 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
         })
         .await
         .unwrap();
+    cloud
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_requests_end_to_end_and_stops_cleanly() {
+    let state = tempfile::tempdir().unwrap();
+    let cloud = provisioned(state.path()).await;
     let requests = cloud.queue("iras-requests").await.unwrap();
     let input = cloud.bucket("iras-input").await.unwrap();
 
@@ -212,20 +216,7 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
 #[tokio::test]
 async fn the_binary_reports_ready_and_exits_cleanly_on_sigterm() {
     let state = tempfile::tempdir().unwrap();
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
-    cloud
-        .provision(&StackSpec {
-            request_queue: "iras-requests".into(),
-            response_queue: "iras-responses".into(),
-            input_bucket: "iras-input".into(),
-            output_bucket: "iras-output".into(),
-            max_receive_count: 2,
-            visibility_timeout: Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
+    let _cloud = provisioned(state.path()).await;
     let ready = state.path().join("ready");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_app-tier"))
         .args(["serve", "--threads", "1", "--wait-secs", "20"])
