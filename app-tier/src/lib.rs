@@ -49,15 +49,9 @@ pub struct ServeArgs {
     /// Model and inference.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Queue (name, or URL on AWS) the requests arrive on.
-    #[arg(long, env = "IRAS_REQUEST_QUEUE", default_value = "iras-requests")]
-    pub request_queue: String,
-    /// Bucket every uploaded image is written to.
-    #[arg(long, env = "IRAS_INPUT_BUCKET", default_value = "iras-input")]
-    pub input_bucket: String,
-    /// Bucket every `(stem, label)` result is written to.
-    #[arg(long, env = "IRAS_OUTPUT_BUCKET", default_value = "iras-output")]
-    pub output_bucket: String,
+    /// Queue and bucket names, and whether to create them.
+    #[command(flatten)]
+    pub stack: iras_cloud::StackArgs,
     /// Worker loops, each with its own ONNX session (intra-op threads default to the CPUs
     /// divided among them).
     #[arg(long, env = "IRAS_WORKERS", default_value_t = NonZeroUsize::MIN)]
@@ -136,7 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(args, shutdown_signal()))?;
+            runtime.block_on(serve(args, iras_service::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -157,14 +151,15 @@ pub async fn serve(
         .map(|_| model.build_classifier())
         .collect::<anyhow::Result<Vec<_>>>()?;
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
+    args.stack.ensure(&cloud).await?;
     let worker_id = args.worker_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
     let config = worker::WorkerConfig {
-        request_queue: args.request_queue,
-        input_bucket: args.input_bucket,
-        output_bucket: args.output_bucket,
+        request_queue: args.stack.request_queue,
+        input_bucket: args.stack.input_bucket,
+        output_bucket: args.stack.output_bucket,
         worker_id,
         batch_size: usize::from(args.batch_size),
         visibility_timeout: std::time::Duration::from_secs(args.visibility_timeout_secs),
@@ -174,22 +169,4 @@ pub async fn serve(
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd and the local fleet send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
+pub use iras_service::shutdown_signal;

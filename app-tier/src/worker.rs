@@ -39,7 +39,7 @@ use iras_protocol::{
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// Longest pause between failed receives (exponential backoff from 100 ms).
+/// Longest pause between failed receives (capped exponential backoff).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What a worker needs to know.
@@ -154,7 +154,7 @@ async fn worker_loop(
         visibility_timeout: Some(shared.config.visibility_timeout),
     };
     let mut classifier = Some(classifier);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = iras_service::Backoff::new(MAX_BACKOFF);
     while !stop.is_cancelled() {
         let received = tokio::select! {
             () = stop.cancelled() => break,
@@ -162,16 +162,16 @@ async fn worker_loop(
         };
         let batch = match received {
             Ok(batch) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 batch
             }
             Err(e) => {
-                tracing::warn!(worker_loop = n, error = %e, retry_in = ?backoff, "receive failed");
+                let pause = backoff.next_pause();
+                tracing::warn!(worker_loop = n, error = %e, retry_in = ?pause, "receive failed");
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };

@@ -126,9 +126,10 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
             max_bytes: iras_classifier::decode::DEFAULT_MAX_BYTES,
             max_pixels: iras_classifier::decode::DEFAULT_MAX_PIXELS,
         },
-        request_queue: "iras-requests".into(),
-        input_bucket: "iras-input".into(),
-        output_bucket: "iras-output".into(),
+        stack: iras_cloud::StackArgs {
+            provision: iras_cloud::Provision::Never,
+            ..Default::default()
+        },
         workers: NonZeroUsize::MIN,
         batch_size: 10,
         visibility_timeout_secs: 30,

@@ -17,3 +17,15 @@ pub const IRAS_INSTANCE_NAME: &str = "IRAS_INSTANCE_NAME";
 /// Set by the local fleet: a file the process creates once it serves, which moves the
 /// instance from pending to running.
 pub const IRAS_READY_FILE: &str = "IRAS_READY_FILE";
+/// The request queue's name (or URL on AWS).
+pub const IRAS_REQUEST_QUEUE: &str = "IRAS_REQUEST_QUEUE";
+/// The response queue's name (or URL on AWS).
+pub const IRAS_RESPONSE_QUEUE: &str = "IRAS_RESPONSE_QUEUE";
+/// The input bucket's name.
+pub const IRAS_INPUT_BUCKET: &str = "IRAS_INPUT_BUCKET";
+/// The output bucket's name.
+pub const IRAS_OUTPUT_BUCKET: &str = "IRAS_OUTPUT_BUCKET";
+/// `auto`, `always` or `never`: whether a tier creates the queues and buckets at startup.
+pub const IRAS_PROVISION: &str = "IRAS_PROVISION";
+/// Receives before a message is dead-lettered, when a tier provisions the queues.
+pub const IRAS_MAX_RECEIVE_COUNT: &str = "IRAS_MAX_RECEIVE_COUNT";

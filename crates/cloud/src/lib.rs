@@ -38,7 +38,7 @@ pub use queue::{
     BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
     ReceiveOptions, ReceivedMessage,
 };
-pub use spec::{Ec2Launch, FleetSpec, LocalLaunch, StackSpec};
+pub use spec::{Ec2Launch, FleetSpec, LocalLaunch, Provision, StackArgs, StackSpec};
 
 /// Which implementation backs the queues, buckets and fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,0 +1,193 @@
+//! Where the listener hands results: the [`ResultSink`] trait, and [`HttpSink`], the sink of
+//! the split deployment that posts each result to the web tier's loopback-only endpoint.
+//!
+//! The endpoint's contract, shared with the web tier (which serves it):
+//! `POST {base}`[`DELIVERY_PATH`] with `Authorization: Bearer <token>` and the response
+//! message's wire JSON as the body; the answer is `200` with a [`DeliveryReply`].
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iras_protocol::ResponseMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::token::Token;
+
+/// Path of the web tier's delivery endpoint.
+pub const DELIVERY_PATH: &str = "/internal/results";
+
+/// What became of a delivered result. Either way the response may be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// A waiting HTTP request got it.
+    Delivered,
+    /// Nobody was waiting (timed out, duplicate, or another web tier's request); it was
+    /// recorded for `GET /results/{id}`, and the output bucket has it anyway.
+    Recorded,
+}
+
+/// The delivery endpoint's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReply {
+    /// What the web tier did with the result.
+    pub delivery: Delivery,
+}
+
+/// Why a result could not be handed over; the response stays on the queue and comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The web tier could not be reached or did not answer in time.
+    #[error("web tier unreachable at {url}: {source}")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The web tier refused the delivery.
+    #[error("web tier at {url} answered {status}: {body}")]
+    Refused {
+        /// The endpoint.
+        url: String,
+        /// Its status.
+        status: u16,
+        /// Its one-line reason.
+        body: String,
+    },
+    /// The result could not be encoded (a score that is not a finite number).
+    #[error("encoding the result: {0}")]
+    Encode(#[from] iras_protocol::ProtocolError),
+    /// The sink is closed (the web tier is shutting down).
+    #[error("the result sink is closed")]
+    Closed,
+}
+
+/// Takes results from the listener.
+#[async_trait]
+pub trait ResultSink: Send + Sync {
+    /// Hands over one result. `Ok` means the response may be deleted from the queue.
+    async fn deliver(&self, response: &ResponseMessage) -> Result<Delivery, DeliveryError>;
+}
+
+/// Posts results to a web tier over loopback HTTP with a shared token.
+#[derive(Debug, Clone)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: String,
+    token: Token,
+}
+
+/// Why an [`HttpSink`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSinkError {
+    /// Not an `http://` URL whose host is a loopback address.
+    #[error(
+        "--deliver-to must be an http:// URL on a loopback address (127.0.0.1, ::1 or localhost), got {0:?}"
+    )]
+    NotLoopback(String),
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// How long one delivery may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl HttpSink {
+    /// A sink posting to `base_url` (e.g. `http://127.0.0.1:8001`), which must be loopback:
+    /// results and the token never leave the machine.
+    pub fn new(base_url: &str, token: Token) -> Result<Self, HttpSinkError> {
+        let parsed = reqwest::Url::parse(base_url)
+            .map_err(|_| HttpSinkError::NotLoopback(base_url.to_owned()))?;
+        if parsed.scheme() != "http" || !is_loopback_host(parsed.host_str().unwrap_or("")) {
+            return Err(HttpSinkError::NotLoopback(base_url.to_owned()));
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(DELIVERY_TIMEOUT)
+            .build()?;
+        let url = format!("{}{DELIVERY_PATH}", base_url.trim_end_matches('/'));
+        Ok(Self { client, url, token })
+    }
+}
+
+/// Whether `host` (as a URL spells it) names this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[async_trait]
+impl ResultSink for HttpSink {
+    async fn deliver(&self, response: &ResponseMessage) -> Result<Delivery, DeliveryError> {
+        let unreachable = |source| DeliveryError::Unreachable {
+            url: self.url.clone(),
+            source,
+        };
+        let reply = self
+            .client
+            .post(&self.url)
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(response.encode()?)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = reply.status();
+        if !status.is_success() {
+            let body = reply.text().await.unwrap_or_default();
+            return Err(DeliveryError::Refused {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                body: body
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect(),
+            });
+        }
+        let reply: DeliveryReply = reply.json().await.map_err(unreachable)?;
+        Ok(reply.delivery)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_http_urls_are_accepted() {
+        let token = || Token::new("t".repeat(32)).unwrap();
+        for ok in [
+            "http://127.0.0.1:8001",
+            "http://localhost:9/",
+            "http://[::1]:8001",
+            "http://127.1.2.3",
+        ] {
+            assert!(HttpSink::new(ok, token()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://127.0.0.1:8001",
+            "http://10.0.0.5:8001",
+            "http://example.com",
+            "127.0.0.1:8001",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    HttpSink::new(bad, token()),
+                    Err(HttpSinkError::NotLoopback(_))
+                ),
+                "{bad}"
+            );
+        }
+        let sink = HttpSink::new("http://127.0.0.1:8001/", token()).unwrap();
+        assert_eq!(sink.url, "http://127.0.0.1:8001/internal/results");
+    }
+}

@@ -1,0 +1,177 @@
+//! Every way a request can fail, and the status and one-line reason each gets.
+//!
+//! Client errors say what was wrong; server errors say only what the client can do
+//! (retry later), while their detail goes to the log, never to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use iras_protocol::{ErrorKind, RequestId};
+
+use crate::metrics;
+
+/// A request that ends without a label.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not a readable multipart form (or is over the body limit).
+    #[error("{message}")]
+    BadForm {
+        /// The status the multipart parser chose (400, 413 or 415).
+        status: StatusCode,
+        /// Its reason.
+        message: String,
+    },
+    /// The form has no file field.
+    #[error("no file in the form: send the image as the multipart file field `myfile`")]
+    MissingFile,
+    /// The form has more than one file field.
+    #[error("one image per request: the form has more than one file field")]
+    SeveralFiles,
+    /// The upload is not an acceptable image.
+    #[error("{0}")]
+    BadImage(#[from] iras_classifier::ImageError),
+    /// The uploaded file's name is unusable even after taking its base name.
+    #[error("unusable file name: {0}")]
+    BadFileName(#[from] iras_protocol::FileNameError),
+    /// Too many requests are waiting.
+    #[error("too many requests waiting for results; retry shortly")]
+    Overloaded,
+    /// The queue or bucket failed; the detail is logged.
+    #[error("the request queue is unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+    /// No result before the deadline.
+    #[error("no result within {timeout_secs} s; fetch it later from /results/{id}")]
+    Timeout {
+        /// The request, for `GET /results/{id}`.
+        id: RequestId,
+        /// The deadline that passed.
+        timeout_secs: u64,
+    },
+    /// The app tier answered with an error.
+    #[error("could not classify the image ({kind}): {message}")]
+    Classify {
+        /// The request.
+        id: RequestId,
+        /// What went wrong.
+        kind: ErrorKind,
+        /// The worker's one-line reason.
+        message: String,
+    },
+    /// `GET /results/{id}` with something that is not a request id.
+    #[error("not a request id: {0}")]
+    BadId(String),
+    /// `GET /results/{id}` for an id nobody knows.
+    #[error(
+        "unknown request id {0} (results older than this web tier's memory are found by id only under the request-id key scheme)"
+    )]
+    UnknownId(RequestId),
+    /// A bug or an unexpected failure; the detail is logged.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        use iras_classifier::ImageError as E;
+        match self {
+            Self::BadForm { status, .. } => *status,
+            Self::MissingFile | Self::SeveralFiles | Self::BadFileName(_) | Self::BadId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BadImage(E::TooManyBytes { .. } | E::TooManyPixels { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::BadImage(E::NotAnImage | E::UnsupportedFormat { .. }) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::BadImage(_) => StatusCode::BAD_REQUEST,
+            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Classify { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownId(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short machine-readable name of the error, in JSON answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadForm { .. } => "bad_form",
+            Self::MissingFile => "missing_file",
+            Self::SeveralFiles => "several_files",
+            Self::BadImage(iras_classifier::ImageError::Empty) => "empty_file",
+            Self::BadImage(
+                iras_classifier::ImageError::TooManyBytes { .. }
+                | iras_classifier::ImageError::TooManyPixels { .. },
+            ) => "too_large",
+            Self::BadImage(_) => "not_an_image",
+            Self::BadFileName(_) => "bad_file_name",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::Classify { kind, .. } => kind.as_str(),
+            Self::BadId(_) => "bad_id",
+            Self::UnknownId(_) => "unknown_id",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The outcome this error counts as in the upload metrics.
+    pub fn outcome(&self) -> metrics::Outcome {
+        match self {
+            Self::Overloaded => metrics::Outcome::overloaded,
+            Self::Unavailable(_) => metrics::Outcome::unavailable,
+            Self::Timeout { .. } => metrics::Outcome::timeout,
+            Self::Classify { .. } => metrics::Outcome::classify_error,
+            Self::Internal(_) => metrics::Outcome::internal,
+            _ => metrics::Outcome::rejected,
+        }
+    }
+
+    /// The request this error is about, if it got an id.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Self::Timeout { id, .. } | Self::Classify { id, .. } | Self::UnknownId(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The answer, as text or (when `json`) as `{"error": code, "message": …, "id": …}`.
+    pub fn into_response_as(self, json: bool) -> Response {
+        let status = self.status();
+        if let Self::Unavailable(e) | Self::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        }
+        let message = self.to_string();
+        let id = self.request_id();
+        let mut response = if json {
+            let mut body = serde_json::json!({"error": self.code(), "message": message});
+            if let Some(id) = id {
+                body["id"] = serde_json::Value::String(id.to_string());
+            }
+            (status, axum::Json(body)).into_response()
+        } else {
+            (status, format!("{message}\n")).into_response()
+        };
+        let headers = response.headers_mut();
+        if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
+            headers.insert(crate::REQUEST_ID_HEADER, v);
+        }
+        if matches!(self, Self::Overloaded | Self::Unavailable(_)) {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// `Retry-After` on 503 answers, in seconds.
+const RETRY_AFTER_SECS: &str = "2";
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.into_response_as(false)
+    }
+}

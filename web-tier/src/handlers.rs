@@ -1,0 +1,339 @@
+//! The HTTP handlers: upload, result lookup, health, metrics, and the listener's delivery
+//! endpoint.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use iras_cloud::{CloudError, OutgoingMessage};
+use iras_listener::{DeliveryReply, Token};
+use iras_protocol::{FileName, Outcome, PlannedRequest, RequestId, ResponseMessage};
+use tracing::Instrument;
+
+use crate::error::AppError;
+use crate::metrics;
+use crate::waiters::{Lookup, Submitted};
+use crate::{AppState, REQUEST_ID_HEADER};
+
+/// The form field the course's workload generator uses; any single file field is accepted.
+pub const FILE_FIELD: &str = "myfile";
+
+/// Whether the client asked for JSON.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+fn with_request_id(mut response: Response, id: RequestId) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// `POST /`: validate, queue, wait for the label.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let json = wants_json(&headers);
+    let started = Instant::now();
+    match submit(&state, multipart).await {
+        Ok(result) => {
+            state
+                .metrics
+                .upload(metrics::Outcome::label, Some(started.elapsed()));
+            answer(&result, json)
+        }
+        Err(e) => {
+            let outcome = e.outcome();
+            let queued = matches!(
+                outcome,
+                metrics::Outcome::classify_error | metrics::Outcome::timeout
+            );
+            state
+                .metrics
+                .upload(outcome, queued.then(|| started.elapsed()));
+            if !queued && !e.status().is_server_error() {
+                tracing::info!(status = e.status().as_u16(), reason = %e, "upload refused");
+            }
+            e.into_response_as(json)
+        }
+    }
+}
+
+/// A file taken from the form.
+struct Upload {
+    file_name: Option<String>,
+    bytes: Bytes,
+}
+
+fn bad_form(e: MultipartError) -> AppError {
+    AppError::BadForm {
+        status: e.status(),
+        message: e.body_text(),
+    }
+}
+
+/// Takes the one file field of the form (`myfile`, or any field with a file name).
+async fn read_upload(multipart: &mut Multipart) -> Result<Upload, AppError> {
+    let mut found = None;
+    while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
+        let is_file = field.file_name().is_some() || field.name() == Some(FILE_FIELD);
+        if !is_file {
+            continue;
+        }
+        if found.is_some() {
+            return Err(AppError::SeveralFiles);
+        }
+        let file_name = field.file_name().map(str::to_owned);
+        let bytes = field.bytes().await.map_err(bad_form)?;
+        found = Some(Upload { file_name, bytes });
+    }
+    found.ok_or(AppError::MissingFile)
+}
+
+async fn submit(
+    state: &AppState,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Arc<ResponseMessage>, AppError> {
+    let mut multipart = multipart.map_err(|r| AppError::BadForm {
+        status: r.status(),
+        message: r.body_text(),
+    })?;
+    let upload = read_upload(&mut multipart).await?;
+    // Decoding costs milliseconds of CPU: keep it off the async threads.
+    let limits = state.config.limits;
+    let bytes = upload.bytes;
+    let (bytes, info) = tokio::task::spawn_blocking(move || {
+        let info = iras_classifier::validate_image(&bytes, &limits);
+        (bytes, info)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))?;
+    let info = info?;
+    let file_name = match upload.file_name.as_deref() {
+        Some(name) if !name.is_empty() => FileName::sanitize(name)?,
+        _ => FileName::parse(&format!("upload.{}", info.format))?,
+    };
+    let slot = state.waiters.try_slot().ok_or(AppError::Overloaded)?;
+    let id = RequestId::new();
+    let span = tracing::info_span!("upload", request_id = %id, file_name = %file_name);
+    async move {
+        let submitted = Submitted {
+            file_name: file_name.clone(),
+            key_scheme: state.config.key_scheme,
+        };
+        // Registered before the send, so even an instant answer finds its waiter.
+        let mut waiter = state.waiters.register(id, submitted, slot);
+        if let Err(e) = enqueue(state, id, &file_name, &bytes).await {
+            state.waiters.forget(id);
+            return Err(AppError::Unavailable(e));
+        }
+        drop(bytes);
+        tracing::debug!("queued");
+        match tokio::time::timeout(state.config.request_timeout, waiter.result()).await {
+            Ok(Some(result)) => match &result.outcome {
+                Outcome::Label { label, .. } => {
+                    tracing::info!(label = %label, worker = %result.worker, "answered");
+                    Ok(result)
+                }
+                Outcome::Error { kind, message } => Err(AppError::Classify {
+                    id,
+                    kind: *kind,
+                    message: message.clone(),
+                }),
+            },
+            Ok(None) => Err(AppError::Internal(anyhow::anyhow!(
+                "the waiter's sender was dropped"
+            ))),
+            Err(_) => {
+                tracing::warn!("no result before the deadline");
+                Err(AppError::Timeout {
+                    id,
+                    timeout_secs: state.config.request_timeout.as_secs(),
+                })
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Puts the request on the queue (after the image, when it needs a claim check).
+async fn enqueue(
+    state: &AppState,
+    id: RequestId,
+    file_name: &FileName,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    let submitted_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let planned = iras_protocol::build_request(
+        id,
+        file_name,
+        bytes,
+        &state.config.reply_to,
+        submitted_at_ms,
+        state.config.top_k,
+        state.config.key_scheme,
+        iras_protocol::MAX_MESSAGE_BYTES,
+    )?;
+    if let PlannedRequest::NeedsClaim { key, .. } = &planned {
+        state.input_bucket.put(key, bytes.to_vec()).await?;
+    }
+    state
+        .requests
+        .send(OutgoingMessage::new(planned.body()))
+        .await?;
+    Ok(())
+}
+
+/// The answer for a finished result: the bare label, or JSON.
+fn answer(result: &ResponseMessage, json: bool) -> Response {
+    let response = match &result.outcome {
+        Outcome::Label { label, .. } if !json => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            label.clone(),
+        )
+            .into_response(),
+        Outcome::Label {
+            label,
+            score,
+            top_k,
+        } => Json(serde_json::json!({
+            "id": result.id.to_string(),
+            "filename": result.file_name.as_str(),
+            "label": label,
+            "score": score,
+            "top_k": top_k,
+            "worker": result.worker,
+            "timings": result.timings,
+        }))
+        .into_response(),
+        Outcome::Error { kind, message } => AppError::Classify {
+            id: result.id,
+            kind: *kind,
+            message: message.clone(),
+        }
+        .into_response_as(json),
+    };
+    with_request_id(response, result.id)
+}
+
+/// `GET /results/{id}`: a result from memory, else from the output bucket.
+pub(crate) async fn result(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let json = wants_json(&headers);
+    let id = match raw_id.parse::<RequestId>() {
+        Ok(id) => id,
+        Err(_) => return AppError::BadId(raw_id.chars().take(64).collect()).into_response_as(json),
+    };
+    let (key, file_name) = match state.waiters.lookup(id) {
+        Lookup::Finished(result) => return answer(&result, json),
+        Lookup::Pending(s) => (
+            iras_protocol::output_key(s.key_scheme, id, &s.file_name),
+            Some(s.file_name),
+        ),
+        // Only the request-id layout can be found from the id alone.
+        Lookup::Unknown => (id.to_string(), None),
+    };
+    match state.output_bucket.get(&key).await {
+        Ok(value) => {
+            let value = String::from_utf8_lossy(&value);
+            match iras_protocol::parse_output_value(&value) {
+                Ok(parsed) => from_bucket(id, file_name.as_ref(), &parsed.label, json),
+                Err(e) => AppError::Internal(anyhow::anyhow!("output object {key}: {e}"))
+                    .into_response_as(json),
+            }
+        }
+        Err(CloudError::ObjectNotFound { .. }) if file_name.is_some() => pending(id, json),
+        Err(CloudError::ObjectNotFound { .. }) => AppError::UnknownId(id).into_response_as(json),
+        Err(e) => AppError::Unavailable(e.into()).into_response_as(json),
+    }
+}
+
+fn from_bucket(id: RequestId, file_name: Option<&FileName>, label: &str, json: bool) -> Response {
+    let response = if json {
+        Json(serde_json::json!({
+            "id": id.to_string(),
+            "filename": file_name.map(FileName::as_str),
+            "label": label,
+            "source": "output_bucket",
+        }))
+        .into_response()
+    } else {
+        label.to_owned().into_response()
+    };
+    with_request_id(response, id)
+}
+
+fn pending(id: RequestId, json: bool) -> Response {
+    let response = if json {
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"id": id.to_string(), "status": "pending"})),
+        )
+            .into_response()
+    } else {
+        (StatusCode::ACCEPTED, "pending\n").into_response()
+    };
+    with_request_id(response, id)
+}
+
+/// `GET /healthz`: the process serves.
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(state.waiters.waiting()),
+    )
+        .into_response()
+}
+
+/// `POST /internal/results`: a result from the standalone listener.
+pub(crate) async fn deliver(
+    State((state, token)): State<(AppState, Token)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| token.matches(p)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong listener token\n",
+        )
+            .into_response();
+    }
+    match ResponseMessage::decode(&body) {
+        Ok(response) => Json(DeliveryReply {
+            delivery: state.complete(response),
+        })
+        .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("unreadable result: {e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,229 @@
+//! The iras web tier: takes an image upload, puts a request on the request queue, waits
+//! for the result, and answers with the label.
+//!
+//! # Layout
+//! - [`config`]: the command line ([`WebArgs`]) and its validated form.
+//! - [`waiters`]: the bounded map of requests waiting for results (event driven: a oneshot
+//!   per request, completed by the listener), and recent results for `GET /results/{id}`.
+//! - `handlers`: `POST /`, `GET /results/{id}`, `GET /healthz`, `GET /metrics`, and the
+//!   internal delivery endpoint of the split deployment.
+//! - [`error`]: every failure with its status and one-line reason.
+//! - [`metrics`]: Prometheus counters, histogram and gauge.
+//!
+//! [`run`] binds and serves; [`serve`] takes already-bound sockets (tests bind port 0).
+//! By default the listener runs inside this process; with `--listener external` the
+//! standalone `listener` binary delivers over a loopback-only endpoint instead.
+//!
+//! The decision a reader may question: uploads are fully decoded here, before queueing,
+//! although the app tier decodes them again. A few milliseconds of CPU per upload buys
+//! the rule that bad input is refused with a 4xx before anything is queued, so no worker
+//! ever spends a receive on a file that was never an image.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use iras_cloud::{Bucket, Queue};
+use iras_listener::Delivery;
+use iras_protocol::ResponseMessage;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub mod config;
+pub mod error;
+mod handlers;
+pub mod metrics;
+pub mod waiters;
+
+pub use config::{ListenerMode, WebArgs, WebConfig};
+pub use handlers::FILE_FIELD;
+
+/// Header carrying the request id on every answer about a request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Room in the request body for the multipart framing around the image.
+const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Extra time an HTTP request may take beyond the result deadline (reading the upload,
+/// validating, queueing) before the server gives up on it with 408.
+const HTTP_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Validated settings.
+    pub config: Arc<WebConfig>,
+    /// The request queue.
+    pub requests: Arc<dyn Queue>,
+    /// Where claim-checked images go.
+    pub input_bucket: Arc<dyn Bucket>,
+    /// Where results are read from when they are no longer in memory.
+    pub output_bucket: Arc<dyn Bucket>,
+    /// Requests waiting for results.
+    pub waiters: Arc<waiters::Waiters>,
+    /// Counters and histograms.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// Hands a result to its waiter (or records it) and counts it.
+    pub fn complete(&self, response: ResponseMessage) -> Delivery {
+        let delivery = self.waiters.complete(response);
+        self.metrics.result(delivery);
+        delivery
+    }
+}
+
+/// The embedded listener's sink: the waiter map.
+#[derive(Debug, Clone)]
+struct EmbeddedSink(AppState);
+
+#[async_trait::async_trait]
+impl iras_listener::ResultSink for EmbeddedSink {
+    async fn deliver(
+        &self,
+        response: &ResponseMessage,
+    ) -> Result<Delivery, iras_listener::DeliveryError> {
+        Ok(self.0.complete(response.clone()))
+    }
+}
+
+/// The public routes.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state
+        .config
+        .limits
+        .max_bytes
+        .saturating_add(MULTIPART_OVERHEAD_BYTES);
+    let http_timeout = state.config.request_timeout + HTTP_SLACK;
+    Router::new()
+        .route(
+            "/",
+            post(handlers::upload).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/results/{id}", get(handlers::result))
+        .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(handlers::metrics))
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            http_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The internal route the standalone listener delivers to.
+pub fn internal_app(state: AppState, token: iras_listener::Token) -> Router {
+    Router::new()
+        .route(iras_listener::DELIVERY_PATH, post(handlers::deliver))
+        .with_state((state, token))
+        .layer(DefaultBodyLimit::max(iras_protocol::MAX_MESSAGE_BYTES))
+}
+
+/// Binds the configured addresses and serves until `shutdown` resolves.
+pub async fn run(
+    args: WebArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let http = TcpListener::bind(args.http.listen)
+        .await
+        .with_context(|| format!("binding {}", args.http.listen))?;
+    let internal = match args.listener.mode {
+        ListenerMode::Embedded => None,
+        ListenerMode::External => Some(
+            TcpListener::bind(args.listener.internal_listen)
+                .await
+                .with_context(|| format!("binding {}", args.listener.internal_listen))?,
+        ),
+    };
+    serve(args, http, internal, shutdown).await
+}
+
+/// Serves on already-bound sockets until `shutdown` resolves, then drains: no new
+/// connections, requests in flight run to their answer or deadline, and only then the
+/// embedded listener stops (the waiting requests need it until the end).
+pub async fn serve(
+    args: WebArgs,
+    http: TcpListener,
+    internal: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(args.validate()?);
+    let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
+    args.stack.ensure(&cloud).await?;
+    let state = AppState {
+        requests: cloud.queue(&args.stack.request_queue).await?,
+        input_bucket: cloud.bucket(&args.stack.input_bucket).await?,
+        output_bucket: cloud.bucket(&args.stack.output_bucket).await?,
+        waiters: Arc::new(waiters::Waiters::new(
+            config.max_waiting,
+            config.results_kept,
+        )),
+        metrics: Arc::new(metrics::Metrics::new()),
+        config,
+    };
+    let responses = cloud.queue(&args.stack.response_queue).await?;
+
+    // Stops the internal endpoint and the embedded listener after the public server drained.
+    let stop_background = CancellationToken::new();
+    let mut background = tokio::task::JoinSet::new();
+    match (args.listener.mode, internal) {
+        (ListenerMode::Embedded, _) => {
+            let sink = Arc::new(EmbeddedSink(state.clone()));
+            background.spawn(iras_listener::run(
+                responses,
+                sink,
+                args.listener.options.clone(),
+                stop_background.clone().cancelled_owned(),
+            ));
+        }
+        (ListenerMode::External, Some(internal)) => {
+            let token = args
+                .listener
+                .token
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--listener external needs --listener-token"))?;
+            tracing::info!(addr = %internal.local_addr()?, "internal delivery endpoint listening");
+            let router = internal_app(state.clone(), token);
+            let stop = stop_background.clone();
+            background.spawn(async move {
+                axum::serve(internal, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
+        }
+        (ListenerMode::External, None) => {
+            anyhow::bail!("--listener external needs a bound internal endpoint")
+        }
+    }
+
+    tracing::info!(addr = %http.local_addr()?, "web tier listening");
+    let public = axum::serve(http, app(state)).with_graceful_shutdown(shutdown);
+    let outcome = tokio::select! {
+        r = public => r.map_err(anyhow::Error::from),
+        // A background task ending early is an error no retry fixes (e.g. a missing queue).
+        Some(done) = background.join_next() => {
+            Err(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a background task stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => e.into(),
+            })
+        }
+    };
+    stop_background.cancel();
+    while let Some(done) = background.join_next().await {
+        match done {
+            Ok(r) => r?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    outcome
+}

@@ -1,0 +1,302 @@
+//! The waiter map: request id → the HTTP request waiting for that result.
+//!
+//! Waiting is event driven: an upload registers a oneshot sender under its request id
+//! *before* its message is sent (so a fast answer cannot arrive unmatched), and the
+//! listener completes it. The number of waiters is bounded by a semaphore: an upload that
+//! finds no free slot is answered 503 at once instead of queueing without limit.
+//!
+//! Finished results are also kept, bounded and oldest-first evicted, for
+//! `GET /results/{id}`: a request that timed out, or whose client went away, can still be
+//! looked up, and a duplicate response is just recorded again.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use iras_listener::Delivery;
+use iras_protocol::{FileName, KeyScheme, RequestId, ResponseMessage};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+/// What the web tier remembers of a request it queued: enough to find its result in the
+/// output bucket once it has left memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The uploaded file's name.
+    pub file_name: FileName,
+    /// The key layout its result was written under.
+    pub key_scheme: KeyScheme,
+}
+
+/// The state of a request id, as `GET /results/{id}` sees it.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Its result arrived.
+    Finished(Arc<ResponseMessage>),
+    /// Queued here, no result yet (the output bucket may already have it).
+    Pending(Submitted),
+    /// Not known to this process.
+    Unknown,
+}
+
+/// Waiting requests and recent results. Shared by the handlers and the listener.
+#[derive(Debug)]
+pub struct Waiters {
+    /// One permit per waiting request: bounds memory and tells overload early.
+    slots: Arc<Semaphore>,
+    max_waiting: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    waiting: HashMap<RequestId, oneshot::Sender<Arc<ResponseMessage>>>,
+    submitted: Recent<RequestId, Submitted>,
+    finished: Recent<RequestId, Arc<ResponseMessage>>,
+}
+
+/// A free waiting slot, held for the life of one upload.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A registered waiter. Dropping it (answered, timed out, or the client went away)
+/// removes the entry, so a later result is recorded instead of sent into the void.
+#[derive(Debug)]
+pub struct Waiter {
+    id: RequestId,
+    waiters: Arc<Waiters>,
+    receiver: oneshot::Receiver<Arc<ResponseMessage>>,
+    _slot: Slot,
+}
+
+impl Waiters {
+    /// Room for `max_waiting` waiting requests and `results_kept` finished results.
+    pub fn new(max_waiting: usize, results_kept: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max_waiting)),
+            max_waiting,
+            inner: Mutex::new(Inner {
+                waiting: HashMap::new(),
+                submitted: Recent::new(results_kept),
+                finished: Recent::new(results_kept),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain maps behind, still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A waiting slot, or `None` when `max_waiting` requests already wait.
+    pub fn try_slot(&self) -> Option<Slot> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Slot { _permit: permit })
+    }
+
+    /// Requests waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.max_waiting - self.slots.available_permits()
+    }
+
+    /// Registers the waiter for `id`; call before sending its request.
+    pub fn register(self: &Arc<Self>, id: RequestId, submitted: Submitted, slot: Slot) -> Waiter {
+        let (sender, receiver) = oneshot::channel();
+        let mut inner = self.lock();
+        inner.waiting.insert(id, sender);
+        inner.submitted.insert(id, submitted);
+        drop(inner);
+        Waiter {
+            id,
+            waiters: self.clone(),
+            receiver,
+            _slot: slot,
+        }
+    }
+
+    /// Forgets a request that was never queued (its send failed).
+    pub fn forget(&self, id: RequestId) {
+        let mut inner = self.lock();
+        inner.waiting.remove(&id);
+        inner.submitted.remove(&id);
+    }
+
+    /// Hands a result to its waiter, or records it when nobody waits.
+    pub fn complete(&self, response: ResponseMessage) -> Delivery {
+        let id = response.id;
+        let response = Arc::new(response);
+        let mut inner = self.lock();
+        inner.finished.insert(id, response.clone());
+        match inner
+            .waiting
+            .remove(&id)
+            .map(|sender| sender.send(response))
+        {
+            Some(Ok(())) => Delivery::Delivered,
+            _ => Delivery::Recorded,
+        }
+    }
+
+    /// What is known about `id`.
+    pub fn lookup(&self, id: RequestId) -> Lookup {
+        let inner = self.lock();
+        if let Some(done) = inner.finished.get(&id) {
+            return Lookup::Finished(done.clone());
+        }
+        match inner.submitted.get(&id) {
+            Some(s) => Lookup::Pending(s.clone()),
+            None => Lookup::Unknown,
+        }
+    }
+}
+
+impl Waiter {
+    /// The request id waited for.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// Waits for the result. `None` if the web tier dropped the sender (never in normal
+    /// operation: the sender lives in the map until completed or this waiter drops).
+    pub async fn result(&mut self) -> Option<Arc<ResponseMessage>> {
+        (&mut self.receiver).await.ok()
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.waiters.lock().waiting.remove(&self.id);
+    }
+}
+
+/// A map that keeps at most `capacity` entries, evicting the oldest insertion first.
+#[derive(Debug)]
+struct Recent<K, V> {
+    capacity: usize,
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+}
+
+impl<K: Hash + Eq + Copy, V> Recent<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.map.insert(key, value).is_none() {
+            self.order.push_back(key);
+            while self.map.len() > self.capacity {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.map.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        }
+        // Removed keys leave stale entries in `order`; keep it from growing past twice
+        // the map by compacting now and then.
+        if self.order.len() > 2 * self.capacity {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.map.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iras_protocol::{Outcome, Timings};
+
+    fn response(id: RequestId, label: &str) -> ResponseMessage {
+        ResponseMessage::new(
+            id,
+            FileName::parse("test_0.JPEG").unwrap(),
+            Outcome::Label {
+                label: label.into(),
+                score: 0.9,
+                top_k: vec![],
+            },
+            "w",
+            Timings::default(),
+        )
+    }
+
+    fn submitted() -> Submitted {
+        Submitted {
+            file_name: FileName::parse("test_0.JPEG").unwrap(),
+            key_scheme: KeyScheme::FileName,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registered_waiter_gets_its_result_and_later_duplicates_are_recorded() {
+        let w = Arc::new(Waiters::new(4, 10));
+        let id = RequestId::new();
+        let mut waiter = w.register(id, submitted(), w.try_slot().unwrap());
+        assert!(matches!(w.lookup(id), Lookup::Pending(_)));
+        assert_eq!(w.complete(response(id, "cat")), Delivery::Delivered);
+        assert_eq!(waiter.result().await.unwrap().outcome.label(), Some("cat"));
+        assert_eq!(w.complete(response(id, "cat")), Delivery::Recorded);
+        assert!(matches!(w.lookup(id), Lookup::Finished(r) if r.outcome.label() == Some("cat")));
+    }
+
+    #[test]
+    fn slots_are_bounded_and_returned_when_a_waiter_drops() {
+        let w = Arc::new(Waiters::new(2, 10));
+        let a = w.register(RequestId::new(), submitted(), w.try_slot().unwrap());
+        let _b = w.register(RequestId::new(), submitted(), w.try_slot().unwrap());
+        assert_eq!(w.waiting(), 2);
+        assert!(w.try_slot().is_none());
+        let id = a.id();
+        drop(a);
+        assert_eq!(w.waiting(), 1);
+        assert!(w.try_slot().is_some());
+        // The dropped waiter's result is recorded, not lost.
+        assert_eq!(w.complete(response(id, "dog")), Delivery::Recorded);
+        assert!(matches!(w.lookup(id), Lookup::Finished(_)));
+    }
+
+    #[test]
+    fn unknown_ids_and_evicted_results() {
+        let w = Waiters::new(1, 2);
+        let ids: Vec<_> = (0..3).map(|_| RequestId::new()).collect();
+        for id in &ids {
+            w.complete(response(*id, "x"));
+        }
+        assert!(matches!(w.lookup(ids[0]), Lookup::Unknown));
+        assert!(matches!(w.lookup(ids[2]), Lookup::Finished(_)));
+    }
+
+    #[test]
+    fn recent_map_stays_bounded_under_churn() {
+        let mut r = Recent::new(3);
+        for i in 0..100u32 {
+            r.insert(i, i);
+            if i % 2 == 0 {
+                r.remove(&i);
+            }
+        }
+        assert!(r.map.len() <= 3);
+        assert!(r.order.len() <= 6);
+        assert_eq!(r.get(&99), Some(&99));
+    }
+}
