@@ -20,6 +20,12 @@ pub enum AppError {
         /// Its reason.
         message: String,
     },
+    /// The request body is over the upload limit.
+    #[error("upload over the limit of {max_bytes} bytes")]
+    BodyTooLarge {
+        /// The image byte limit.
+        max_bytes: usize,
+    },
     /// The form has no file field.
     #[error("no file in the form: send the image as the multipart file field `myfile`")]
     MissingFile,
@@ -75,6 +81,7 @@ impl AppError {
         use iras_classifier::ImageError as E;
         match self {
             Self::BadForm { status, .. } => *status,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MissingFile | Self::SeveralFiles | Self::BadFileName(_) | Self::BadId(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -97,6 +104,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadForm { .. } => "bad_form",
+            Self::BodyTooLarge { .. } => "too_large",
             Self::MissingFile => "missing_file",
             Self::SeveralFiles => "several_files",
             Self::BadImage(iras_classifier::ImageError::Empty) => "empty_file",

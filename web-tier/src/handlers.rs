@@ -77,7 +77,10 @@ struct Upload {
     bytes: Bytes,
 }
 
-fn bad_form(e: MultipartError) -> AppError {
+fn bad_form(e: MultipartError, max_bytes: usize) -> AppError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return AppError::BodyTooLarge { max_bytes };
+    }
     AppError::BadForm {
         status: e.status(),
         message: e.body_text(),
@@ -85,7 +88,8 @@ fn bad_form(e: MultipartError) -> AppError {
 }
 
 /// Takes the one file field of the form (`myfile`, or any field with a file name).
-async fn read_upload(multipart: &mut Multipart) -> Result<Upload, AppError> {
+async fn read_upload(multipart: &mut Multipart, max_bytes: usize) -> Result<Upload, AppError> {
+    let bad_form = |e| bad_form(e, max_bytes);
     let mut found = None;
     while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
         let is_file = field.file_name().is_some() || field.name() == Some(FILE_FIELD);
@@ -110,7 +114,7 @@ async fn submit(
         status: r.status(),
         message: r.body_text(),
     })?;
-    let upload = read_upload(&mut multipart).await?;
+    let upload = read_upload(&mut multipart, state.config.limits.max_bytes).await?;
     // Decoding costs milliseconds of CPU: keep it off the async threads.
     let limits = state.config.limits;
     let bytes = upload.bytes;
