@@ -94,7 +94,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(MAX_BACKOFF);
-    tracing::info!(queue = ?queue, "listener polling");
+    tracing::info!("listener polling");
     loop {
         let received = tokio::select! {
             biased;
