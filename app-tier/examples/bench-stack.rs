@@ -1,0 +1,280 @@
+//! Benchmark: the local stack against the raw classifier, side by side in one run.
+//!
+//! Starts the web tier and W app-tier processes (release binaries) on a fresh local state
+//! directory, then alternates, `--repeats` times:
+//! - a **burst** of N concurrent uploads through the stack, against the same N images
+//!   classified by W in-process sessions with the same threads (the raw throughput);
+//! - at **low load**, each image uploaded alone, against the same image classified alone by
+//!   one session (the raw latency).
+//!
+//! and prints a Markdown table with the best (minimum) of each figure: the burst wall-time
+//! ratio (goal ≤ 1.25) and the p50 latency overhead (goal ≤ 10 ms). Run through
+//! `scripts/bench-stack`, which builds the binaries.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::print_stderr)]
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use iras_classifier::{Classifier, ClassifierOptions, ModelPack, paths};
+use reqwest::multipart::{Form, Part};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The web-tier binary.
+    #[arg(long)]
+    web_tier: PathBuf,
+    /// The app-tier binary.
+    #[arg(long)]
+    app_tier: PathBuf,
+    /// App-tier processes (and raw sessions), W.
+    #[arg(long, default_value_t = 2)]
+    app_tiers: usize,
+    /// Uploads per burst, N.
+    #[arg(long, default_value_t = 100)]
+    images: usize,
+    /// Alternating rounds; the best of each figure is kept.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// The golden photos and their format variants, as uploaded in the tests.
+fn photos() -> Vec<(String, Vec<u8>)> {
+    let cache = paths::cache_dir();
+    let mut files: Vec<PathBuf> = ["golden", "test-images"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(cache.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let ext = p
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase());
+            matches!(
+                ext.as_deref(),
+                Some("png" | "jpg" | "jpeg" | "gif" | "webp" | "bmp" | "tiff")
+            )
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn classifier(threads: usize) -> Classifier {
+    let pack = ModelPack::load(paths::default_model_dir()).unwrap();
+    let options = ClassifierOptions {
+        intra_threads: NonZeroUsize::new(threads),
+        ..ClassifierOptions::default()
+    };
+    Classifier::new(&pack, options).unwrap()
+}
+
+/// N images over W sessions on W threads; the wall time.
+fn raw_burst(sessions: &mut [Classifier], images: &[Vec<u8>]) -> Duration {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in sessions.iter_mut() {
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(img) = images.get(i) else { break };
+                    c.classify(img, 5).unwrap();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn post(client: &reqwest::Client, url: &str, name: &str, bytes: Vec<u8>) -> Duration {
+    let start = Instant::now();
+    let form = Form::new().part("myfile", Part::bytes(bytes).file_name(name.to_owned()));
+    let r = client.post(url).multipart(form).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "{name}: {}",
+        r.text().await.unwrap_or_default()
+    );
+    r.bytes().await.unwrap();
+    start.elapsed()
+}
+
+async fn stack_burst(
+    client: &reqwest::Client,
+    url: &str,
+    uploads: &[(String, Vec<u8>)],
+) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = uploads
+        .iter()
+        .cloned()
+        .map(|(name, bytes)| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move { post(&client, &url, &name, bytes).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn spawn(program: &Path, args: &[String], state: &Path, name: &str, ready: Option<&Path>) -> Child {
+    let log = std::fs::File::create(state.join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("IRAS_STATE_DIR", state)
+        .env("IRAS_INSTANCE_NAME", name)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(ready) = ready {
+        cmd.env("IRAS_READY_FILE", ready);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let w = args.app_tiers.max(1);
+    let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let threads = (cpus / w).max(1);
+    let photos = photos();
+    let uploads: Vec<(String, Vec<u8>)> = (0..args.images)
+        .map(|i| {
+            let (name, bytes) = &photos[i % photos.len()];
+            let ext = Path::new(name).extension().unwrap().to_string_lossy();
+            (format!("test_{i}.{ext}"), bytes.clone())
+        })
+        .collect();
+    let raw_images: Vec<Vec<u8>> = uploads.iter().map(|(_, b)| b.clone()).collect();
+
+    // The stack: web tier + W app tiers on a fresh state directory.
+    let state = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let _web = spawn(
+        &args.web_tier,
+        &["--listen".into(), format!("127.0.0.1:{port}")],
+        state.path(),
+        "web-tier",
+        None,
+    );
+    let mut _app_tiers = Vec::new();
+    for n in 1..=w {
+        let ready = state.path().join(format!("app-tier-{n}.ready"));
+        let argv: Vec<String> = ["serve", "--workers", "1", "--threads", &threads.to_string()]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        _app_tiers.push(spawn(
+            &args.app_tier,
+            &argv,
+            state.path(),
+            &format!("app-tier-{n}"),
+            Some(&ready),
+        ));
+        while !ready.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let client = reqwest::Client::new();
+    while reqwest::get(format!("{url}healthz")).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm-up: every process runs its first inference.
+    stack_burst(&client, &url, &uploads[..(4 * w).min(uploads.len())]).await;
+
+    let mut sessions: Vec<Classifier> = (0..w).map(|_| classifier(threads)).collect();
+    raw_burst(&mut sessions, &raw_images[..w.min(raw_images.len())]);
+    let mut single = classifier(threads);
+
+    let (mut best_raw, mut best_stack) = (Duration::MAX, Duration::MAX);
+    let (mut best_raw_p50, mut best_e2e_p50) = (Duration::MAX, Duration::MAX);
+    for round in 1..=args.repeats {
+        let raw = raw_burst(&mut sessions, &raw_images);
+        let stack = stack_burst(&client, &url, &uploads).await;
+        let raw_lat: Vec<Duration> = photos
+            .iter()
+            .map(|(_, b)| {
+                let t = Instant::now();
+                single.classify(b, 5).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        let mut e2e_lat = Vec::new();
+        for (i, (name, bytes)) in photos.iter().enumerate() {
+            e2e_lat.push(
+                post(
+                    &client,
+                    &url,
+                    &format!("low_{round}_{i}_{name}"),
+                    bytes.clone(),
+                )
+                .await,
+            );
+        }
+        let (raw_p50, e2e_p50) = (p50(raw_lat), p50(e2e_lat));
+        eprintln!(
+            "round {round}: burst raw {:.2} s, stack {:.2} s (x{:.2}); p50 raw {:.1} ms, e2e {:.1} ms",
+            raw.as_secs_f64(),
+            stack.as_secs_f64(),
+            stack.as_secs_f64() / raw.as_secs_f64(),
+            raw_p50.as_secs_f64() * 1e3,
+            e2e_p50.as_secs_f64() * 1e3
+        );
+        best_raw = best_raw.min(raw);
+        best_stack = best_stack.min(stack);
+        best_raw_p50 = best_raw_p50.min(raw_p50);
+        best_e2e_p50 = best_e2e_p50.min(e2e_p50);
+    }
+    let ratio = best_stack.as_secs_f64() / best_raw.as_secs_f64();
+    let overhead_ms = (best_e2e_p50.as_secs_f64() - best_raw_p50.as_secs_f64()) * 1e3;
+    println!(
+        "Local stack vs raw classifier: {n} images, W = {w} app tiers x {threads} threads, {cpus} CPUs, best of {r}",
+        n = args.images,
+        r = args.repeats
+    );
+    println!();
+    println!("| figure | raw classifier | local stack | ratio / overhead | goal |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {n}-image burst, wall time | {:.2} s | {:.2} s | x{ratio:.2} | <= 1.25 |",
+        best_raw.as_secs_f64(),
+        best_stack.as_secs_f64(),
+        n = args.images
+    );
+    println!(
+        "| one image at a time, p50 latency | {:.1} ms | {:.1} ms | +{overhead_ms:.1} ms | <= 10 ms |",
+        best_raw_p50.as_secs_f64() * 1e3,
+        best_e2e_p50.as_secs_f64() * 1e3
+    );
+    // Let the stack stop cleanly so the state directory can be removed.
+    drop(_app_tiers);
+}
