@@ -138,6 +138,18 @@ async fn stack_burst(
     start.elapsed()
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum()
+    });
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
 fn spawn(program: &Path, args: &[String], state: &Path, name: &str, ready: Option<&Path>) -> Child {
     let log = std::fs::File::create(state.join(format!("{name}.log"))).unwrap();
     let mut cmd = Command::new(program);
@@ -179,21 +191,21 @@ async fn main() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/");
-    let _web = spawn(
+    let web = spawn(
         &args.web_tier,
         &["--listen".into(), format!("127.0.0.1:{port}")],
         state.path(),
         "web-tier",
         None,
     );
-    let mut _app_tiers = Vec::new();
+    let mut app_tiers = Vec::new();
     for n in 1..=w {
         let ready = state.path().join(format!("app-tier-{n}.ready"));
         let argv: Vec<String> = ["serve", "--workers", "1", "--threads", &threads.to_string()]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        _app_tiers.push(spawn(
+        app_tiers.push(spawn(
             &args.app_tier,
             &argv,
             state.path(),
@@ -215,11 +227,22 @@ async fn main() {
     raw_burst(&mut sessions, &raw_images[..w.min(raw_images.len())]);
     let mut single = classifier(threads);
 
+    let pids: Vec<u32> = std::iter::once(&web)
+        .chain(&app_tiers)
+        .map(|c| c.id().unwrap())
+        .chain(std::iter::once(std::process::id()))
+        .collect();
+    let cpu_now = || pids.iter().map(|p| cpu_secs(*p)).collect::<Vec<f64>>();
+    let mut burst_cpu = vec![0.0; pids.len()];
     let (mut best_raw, mut best_stack) = (Duration::MAX, Duration::MAX);
     let (mut best_raw_p50, mut best_e2e_p50) = (Duration::MAX, Duration::MAX);
     for round in 1..=args.repeats {
         let raw = raw_burst(&mut sessions, &raw_images);
+        let before = cpu_now();
         let stack = stack_burst(&client, &url, &uploads).await;
+        for ((sum, after), before) in burst_cpu.iter_mut().zip(cpu_now()).zip(before) {
+            *sum += after - before;
+        }
         let raw_lat: Vec<Duration> = photos
             .iter()
             .map(|(_, b)| {
@@ -275,6 +298,15 @@ async fn main() {
         best_raw_p50.as_secs_f64() * 1e3,
         best_e2e_p50.as_secs_f64() * 1e3
     );
-    // Let the stack stop cleanly so the state directory can be removed.
-    drop(_app_tiers);
+    let per_image_ms = |secs: f64| secs * 1e3 / (args.images * args.repeats) as f64;
+    let app_cpu: f64 = burst_cpu[1..=w].iter().sum();
+    println!();
+    println!(
+        "CPU per image during the bursts: web tier {:.1} ms, app tiers {:.1} ms, client (this process) {:.1} ms",
+        per_image_ms(burst_cpu[0]),
+        per_image_ms(app_cpu),
+        per_image_ms(burst_cpu[w + 1]),
+    );
+    drop(app_tiers);
+    drop(web);
 }

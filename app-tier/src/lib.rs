@@ -52,10 +52,10 @@ pub struct ServeArgs {
     /// Queue and bucket names, and whether to create them.
     #[command(flatten)]
     pub stack: iras_cloud::StackArgs,
-    /// Worker loops, each with its own ONNX session (intra-op threads default to the CPUs
-    /// divided among them).
-    #[arg(long, env = "IRAS_WORKERS", default_value_t = NonZeroUsize::MIN)]
-    pub workers: NonZeroUsize,
+    /// Worker loops, each with its own ONNX session. Default: the CPUs divided by
+    /// `--threads` when that is set, else 1 (one session using every CPU).
+    #[arg(long, env = "IRAS_WORKERS")]
+    pub workers: Option<NonZeroUsize>,
     /// Messages taken per receive (1–10). 1 spreads a burst across instances best; more
     /// saves queue calls when each instance has plenty to do.
     #[arg(long, env = "IRAS_BATCH_SIZE", default_value_t = 1,
@@ -141,12 +141,10 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let workers = args.workers.get();
+    let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let (workers, threads) = sessions_and_threads(cpus, args.workers, args.model.threads);
     let mut model = args.model.clone();
-    if model.threads.is_none() {
-        let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        model.threads = NonZeroUsize::new((cpus / workers).max(1));
-    }
+    model.threads = Some(threads);
     let classifiers = (0..workers)
         .map(|_| model.build_classifier())
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -168,5 +166,37 @@ pub async fn serve(
     worker::serve(config, cloud, classifiers, shutdown).await
 }
 
+/// Worker loops and intra-op threads per session, so that together they use the CPUs
+/// once: whichever is given decides the other; with neither, one session uses them all.
+pub fn sessions_and_threads(
+    cpus: usize,
+    workers: Option<NonZeroUsize>,
+    threads: Option<NonZeroUsize>,
+) -> (usize, NonZeroUsize) {
+    let per = |n: NonZeroUsize| NonZeroUsize::new(cpus / n.get()).unwrap_or(NonZeroUsize::MIN);
+    match (workers, threads) {
+        (Some(w), Some(t)) => (w.get(), t),
+        (Some(w), None) => (w.get(), per(w)),
+        (None, Some(t)) => (per(t).get(), t),
+        (None, None) => (1, NonZeroUsize::new(cpus).unwrap_or(NonZeroUsize::MIN)),
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM (what systemd and the local fleet send).
 pub use iras_service::shutdown_signal;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_times_threads_fill_the_cpus_once() {
+        let n = |v| NonZeroUsize::new(v);
+        assert_eq!(sessions_and_threads(8, None, None), (1, n(8).unwrap()));
+        assert_eq!(sessions_and_threads(8, n(4), None), (4, n(2).unwrap()));
+        assert_eq!(sessions_and_threads(8, None, n(2)), (4, n(2).unwrap()));
+        assert_eq!(sessions_and_threads(2, n(4), None), (4, n(1).unwrap()));
+        assert_eq!(sessions_and_threads(2, None, n(4)), (1, n(4).unwrap()));
+        assert_eq!(sessions_and_threads(8, n(3), n(3)), (3, n(3).unwrap()));
+    }
+}

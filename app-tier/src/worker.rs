@@ -2,7 +2,10 @@
 //! and only then delete.
 //!
 //! Each worker loop owns one ONNX session (sessions cannot be shared: `run` takes `&mut`)
-//! and runs inference on the blocking pool. Per message, in this order:
+//! and runs inference on the blocking pool. The loop is a small pipeline so the session
+//! never waits on I/O: a receiver task long-polls for the next batch while the current image
+//! is classified, and storing and answering (steps 4–6) run in the background while the
+//! next image is classified. Per message, in this order:
 //!
 //! 1. decode the request (a body that is not a request cannot be answered — there is no
 //!    reply-to — so it is left alone and ends in the dead-letter queue after
@@ -20,8 +23,8 @@
 //! While a batch is being worked on, a heartbeat extends the visibility of the messages
 //! still in hand, so a slow batch is not redelivered to another worker meanwhile.
 //!
-//! Shutdown (SIGTERM) is checked between batches: a loop finishes the batch in hand,
-//! deletes what it answered, and stops receiving.
+//! Shutdown (SIGTERM) stops receiving at once; a loop finishes the messages in hand (at
+//! most one batch beyond the image being classified), deletes what it answered, and ends.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -142,10 +145,97 @@ fn reraise(joined: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Most answered messages one loop stores and answers in the background while it already
+/// classifies the next: enough to keep the session busy, few enough to bound memory.
+const MAX_FINISHING: usize = 4;
+
+/// One worker loop: a receiver task keeps the next batch ready (received while the current
+/// image is classified), this task classifies, and storing and answering run in the
+/// background so the session never waits on a bucket or a queue.
 async fn worker_loop(
     n: usize,
     shared: Arc<Shared>,
     classifier: Classifier,
+    stop: CancellationToken,
+) {
+    let heartbeat = Heartbeat::start(shared.clone());
+    // Capacity = one batch: the receiver asks for the next batch only once the previous
+    // one was taken, so a loop holds at most one batch beyond the image it works on.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(shared.config.batch_size);
+    let receiver = tokio::spawn(receive_loop(
+        n,
+        shared.clone(),
+        heartbeat.clone(),
+        tx,
+        stop.clone(),
+    ));
+    let mut classifier = Some(classifier);
+    let mut finishing: tokio::task::JoinSet<(ReceiptHandle, bool)> = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(joined) = finishing.join_next(), if !finishing.is_empty() => {
+                let mut done = Vec::new();
+                collect(joined, &heartbeat, &mut done);
+                while let Some(joined) = finishing.try_join_next() {
+                    collect(joined, &heartbeat, &mut done);
+                }
+                delete(&shared, done).await;
+            }
+            message = rx.recv() => {
+                let Some(message) = message else { break };
+                let (back, step) = classify_message(&shared, classifier.take(), &message).await;
+                classifier = back;
+                match step {
+                    Step::Finished(handled) => {
+                        heartbeat.release(&message.receipt);
+                        if handled {
+                            delete(&shared, vec![message.receipt]).await;
+                        }
+                    }
+                    Step::Finish(work) => {
+                        if finishing.len() >= MAX_FINISHING {
+                            let mut done = Vec::new();
+                            if let Some(joined) = finishing.join_next().await {
+                                collect(joined, &heartbeat, &mut done);
+                            }
+                            delete(&shared, done).await;
+                        }
+                        let shared = shared.clone();
+                        finishing.spawn(async move {
+                            let handled = finish(&shared, work).await;
+                            (message.receipt, handled)
+                        });
+                    }
+                }
+                if classifier.is_none() {
+                    tracing::error!(worker_loop = n, "classifier lost (inference panicked): loop stops");
+                    break;
+                }
+            }
+        }
+    }
+    // Stop receiving (the receiver also stops on shutdown); what it still held comes back
+    // after its visibility timeout.
+    drop(rx);
+    let mut done = Vec::new();
+    while let Some(joined) = finishing.join_next().await {
+        collect(joined, &heartbeat, &mut done);
+    }
+    delete(&shared, done).await;
+    heartbeat.stop();
+    if let Err(e) = receiver.await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Long-polls for the next batch whenever the worker has taken the previous one.
+async fn receive_loop(
+    n: usize,
+    shared: Arc<Shared>,
+    heartbeat: Heartbeat,
+    tx: tokio::sync::mpsc::Sender<ReceivedMessage>,
     stop: CancellationToken,
 ) {
     let options = ReceiveOptions {
@@ -153,17 +243,26 @@ async fn worker_loop(
         wait: shared.config.wait,
         visibility_timeout: Some(shared.config.visibility_timeout),
     };
-    let mut classifier = Some(classifier);
     let mut backoff = iras_service::Backoff::new(MAX_BACKOFF);
-    while !stop.is_cancelled() {
+    loop {
+        let permits = tokio::select! {
+            () = stop.cancelled() => break,
+            permits = tx.reserve_many(options.max_messages) => match permits {
+                Ok(permits) => permits,
+                Err(_) => break, // the worker stopped
+            },
+        };
         let received = tokio::select! {
             () = stop.cancelled() => break,
             r = shared.requests.receive(options) => r,
         };
-        let batch = match received {
+        match received {
             Ok(batch) => {
                 backoff.reset();
-                batch
+                heartbeat.hold(&batch);
+                for (message, permit) in batch.into_iter().zip(permits) {
+                    permit.send(message);
+                }
             }
             Err(e) => {
                 let pause = backoff.next_pause();
@@ -172,34 +271,27 @@ async fn worker_loop(
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(pause) => {}
                 }
-                continue;
             }
-        };
-        if batch.is_empty() {
-            continue;
         }
-        let heartbeat = Heartbeat::start(shared.clone(), &batch);
-        let mut done = Vec::with_capacity(batch.len());
-        for message in batch {
-            let (back, handled) = handle(&shared, classifier.take(), &message).await;
-            classifier = back;
-            heartbeat.release(&message.receipt);
+    }
+}
+
+/// Takes a finished message out of the heartbeat and queues it for deletion if answered.
+fn collect(
+    joined: Result<(ReceiptHandle, bool), tokio::task::JoinError>,
+    heartbeat: &Heartbeat,
+    done: &mut Vec<ReceiptHandle>,
+) {
+    match joined {
+        Ok((receipt, handled)) => {
+            heartbeat.release(&receipt);
             if handled {
-                done.push(message.receipt);
-            }
-            if classifier.is_none() {
-                tracing::error!(
-                    worker_loop = n,
-                    "classifier lost (inference panicked): loop stops"
-                );
-                break;
+                done.push(receipt);
             }
         }
-        heartbeat.stop();
-        delete(&shared, done).await;
-        if classifier.is_none() {
-            return;
-        }
+        // The message stays in the heartbeat and is answered again after a redelivery.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => tracing::error!(error = %e, "finishing task cancelled"),
     }
 }
 
@@ -220,19 +312,36 @@ async fn delete(shared: &Shared, receipts: Vec<ReceiptHandle>) {
     }
 }
 
-/// Handles one message. Returns the classifier (unless inference panicked) and whether the
-/// message is finished (answered, with a label or an error) and may be deleted.
-async fn handle(
+/// What is left to do for a message after classification.
+enum Step {
+    /// Nothing: answered (`true`, may be deleted) or left for redelivery (`false`).
+    Finished(bool),
+    /// Store and answer (see [`finish`]).
+    Finish(Box<Work>),
+}
+
+/// A classified request waiting to be stored and answered.
+struct Work {
+    request: RequestMessage,
+    bytes: Vec<u8>,
+    outcome: Outcome,
+    timings: Timings,
+    started: Instant,
+}
+
+/// Decodes, fetches and classifies one message. Returns the classifier (unless inference
+/// panicked) and what is left to do.
+async fn classify_message(
     shared: &Shared,
     classifier: Option<Classifier>,
     message: &ReceivedMessage,
-) -> (Option<Classifier>, bool) {
+) -> (Option<Classifier>, Step) {
     let request = match RequestMessage::decode(&message.body) {
         Ok(request) => request,
         Err(e) => {
             tracing::error!(message_id = %message.message_id, receives = message.receive_count, error = %e,
                 "not a request message: left for the dead-letter queue");
-            return (classifier, false);
+            return (classifier, Step::Finished(false));
         }
     };
     let started = Instant::now();
@@ -252,15 +361,15 @@ async fn handle(
                 timings,
             )
             .await;
-            return (classifier, answered);
+            return (classifier, Step::Finished(answered));
         }
         Err(Failure::Transient(e)) => {
             tracing::warn!(id = %request.id, error = %e, "cannot fetch the image yet: will be redelivered");
-            return (classifier, false);
+            return (classifier, Step::Finished(false));
         }
     };
     let Some(mut c) = classifier else {
-        return (None, false);
+        return (None, Step::Finished(false));
     };
     let top_k = usize::from(request.top_k.max(1));
     let joined = tokio::task::spawn_blocking(move || {
@@ -272,13 +381,14 @@ async fn handle(
         Ok(pair) => pair,
         Err(e) => {
             tracing::error!(id = %request.id, error = %e, "inference panicked: will be redelivered");
-            return (None, false);
+            return (None, Step::Finished(false));
         }
     };
     let mut timings = Timings {
         queued_ms,
         ..Timings::default()
     };
+
     let outcome = match result {
         Ok(classification) => {
             let stages = &classification.timings;
@@ -310,18 +420,35 @@ async fn handle(
         },
         Err(e) => {
             tracing::error!(id = %request.id, error = %e, "inference failed: will be redelivered");
-            return (Some(c), false);
+            return (Some(c), Step::Finished(false));
         }
     };
+    let work = Work {
+        request,
+        bytes,
+        outcome,
+        timings,
+        started,
+    };
+    (Some(c), Step::Finish(Box::new(work)))
+}
+
+/// Stores the image (and the label) and sends the response. `true` when answered.
+async fn finish(shared: &Shared, work: Box<Work>) -> bool {
+    let Work {
+        request,
+        bytes,
+        outcome,
+        mut timings,
+        started,
+    } = *work;
     // Every image is kept, whatever became of it; the result only when there is a label.
-    let stored = store(shared, &request, bytes, &outcome).await;
-    if let Err(e) = stored {
+    if let Err(e) = store(shared, &request, bytes, &outcome).await {
         tracing::warn!(id = %request.id, error = %e, "cannot write to the buckets: will be redelivered");
-        return (Some(c), false);
+        return false;
     }
     timings.total_ms = elapsed_ms(started);
-    let answered = respond(shared, &request, outcome, timings).await;
-    (Some(c), answered)
+    respond(shared, &request, outcome, timings).await
 }
 
 enum Failure {
@@ -364,19 +491,25 @@ async fn store(
 ) -> Result<(), CloudError> {
     let input_key = request.input_key();
     let already_there = matches!(&request.image, ImagePayload::Claim { key } if *key == input_key);
-    if !already_there {
-        shared.input.put(&input_key, bytes).await?;
-    }
-    if let Outcome::Label { label, .. } = outcome {
-        shared
-            .output
-            .put(
-                &request.output_key(),
-                request.output_value(label).into_bytes(),
-            )
-            .await?;
-    }
-    Ok(())
+    // The two writes are independent: run them side by side.
+    let image = async {
+        if already_there {
+            Ok(())
+        } else {
+            shared.input.put(&input_key, bytes).await
+        }
+    };
+    let label = async {
+        match outcome {
+            Outcome::Label { label, .. } => {
+                let value = request.output_value(label).into_bytes();
+                shared.output.put(&request.output_key(), value).await
+            }
+            Outcome::Error { .. } => Ok(()),
+        }
+    };
+    let (image, label) = tokio::join!(image, label);
+    image.and(label)
 }
 
 /// Sends the response to the request's reply-to queue. `false` when it could not be sent
@@ -430,19 +563,18 @@ async fn reply_queue(shared: &Shared, name: &str) -> Result<Arc<dyn Queue>, Clou
     Ok(q)
 }
 
-/// Keeps the messages of a batch hidden while it is worked on, by extending their
-/// visibility timeout every half timeout until each is released.
+/// Keeps the messages a loop holds hidden, by extending their visibility timeout every half
+/// timeout until each is released. Lives as long as the loop; cheap to clone.
+#[derive(Clone)]
 struct Heartbeat {
-    /// Receipts still being worked on; a short critical section, never held across `.await`.
+    /// Receipts in hand; a short critical section, never held across `.await`.
     in_hand: Arc<std::sync::Mutex<Vec<ReceiptHandle>>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl Heartbeat {
-    fn start(shared: Arc<Shared>, batch: &[ReceivedMessage]) -> Self {
-        let in_hand = Arc::new(std::sync::Mutex::new(
-            batch.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>(),
-        ));
+    fn start(shared: Arc<Shared>) -> Self {
+        let in_hand = Arc::new(std::sync::Mutex::new(Vec::<ReceiptHandle>::new()));
         let held = in_hand.clone();
         let timeout = shared.config.visibility_timeout;
         let task = tokio::spawn(async move {
@@ -460,17 +592,25 @@ impl Heartbeat {
                 }
             }
         });
-        Self { in_hand, task }
+        Self {
+            in_hand,
+            task: Arc::new(task),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ReceiptHandle>> {
+        self.in_hand.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, batch: &[ReceivedMessage]) {
+        self.lock().extend(batch.iter().map(|m| m.receipt.clone()));
     }
 
     fn release(&self, receipt: &ReceiptHandle) {
-        self.in_hand
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|r| r != receipt);
+        self.lock().retain(|r| r != receipt);
     }
 
-    fn stop(self) {
+    fn stop(&self) {
         self.task.abort();
     }
 }

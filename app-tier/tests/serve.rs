@@ -130,7 +130,7 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
             provision: iras_cloud::Provision::Never,
             ..Default::default()
         },
-        workers: NonZeroUsize::MIN,
+        workers: None,
         batch_size: 10,
         visibility_timeout_secs: 30,
         wait_secs: 1,

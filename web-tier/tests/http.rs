@@ -51,10 +51,10 @@ impl Web {
         };
         // Ready once /healthz answers (provisioning happens before the socket serves).
         for _ in 0..100 {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", web.url)).await {
-                if r.status().is_success() {
-                    return web;
-                }
+            if let Ok(r) = reqwest::get(format!("{}/healthz", web.url)).await
+                && r.status().is_success()
+            {
+                return web;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
