@@ -1,0 +1,135 @@
+//! The `listener` binary end to end: it takes responses off a local response queue, posts
+//! them to a delivery endpoint with the token, deletes them once taken, and exits 0 on
+//! SIGTERM. The endpoint here is a stand-in that records what it gets (the web tier's
+//! real endpoint is tested in `web-tier/tests/http.rs`).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, StackArgs};
+use iras_protocol::{FileName, Outcome, RequestId, ResponseMessage, Timings};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn response(id: RequestId) -> String {
+    let outcome = Outcome::Label {
+        label: "tabby".into(),
+        score: 0.9,
+        top_k: vec![],
+    };
+    ResponseMessage::new(
+        id,
+        FileName::parse("a.jpg").unwrap(),
+        outcome,
+        "w",
+        Timings::default(),
+    )
+    .encode()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
+    let state = tempfile::tempdir().unwrap();
+    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
+        .await
+        .unwrap();
+    cloud.provision(&StackArgs::default().spec()).await.unwrap();
+    let responses = cloud.queue("iras-responses").await.unwrap();
+    let ids: Vec<RequestId> = (0..3).map(|_| RequestId::new()).collect();
+    for id in &ids {
+        responses
+            .send(OutgoingMessage::new(response(*id)))
+            .await
+            .unwrap();
+    }
+
+    // The stand-in endpoint: refuses the first call, so a refused delivery is retried.
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let got = got.clone();
+        axum::Router::new().route(
+            iras_listener::DELIVERY_PATH,
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let (got, calls) = (got.clone(), calls.clone());
+                async move {
+                    assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned());
+                    }
+                    got.lock().unwrap().push(body);
+                    (StatusCode::OK, r#"{"delivery":"delivered"}"#.to_owned())
+                }
+            }),
+        )
+    };
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(server, app).await.unwrap() });
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_listener"))
+        .args([
+            "--deliver-to",
+            &format!("http://{addr}"),
+            "--listener-wait-secs",
+            "1",
+        ])
+        .args(["--listener-visibility-timeout-secs", "2"])
+        .env("IRAS_STATE_DIR", state.path())
+        .env("IRAS_LISTENER_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 3 || responses.depth().await.unwrap().total() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all delivered and deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered: Vec<RequestId> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| ResponseMessage::decode(b).unwrap().id)
+        .collect();
+    for id in &ids {
+        assert!(delivered.contains(id), "{id} delivered");
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn refuses_a_delivery_address_off_this_machine_and_a_missing_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_listener"))
+        .args(["--deliver-to", "http://10.1.2.3:8001"])
+        .env("IRAS_LISTENER_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_listener"))
+        .env_remove("IRAS_LISTENER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}
