@@ -92,17 +92,49 @@ impl RgbImage {
 /// Checks the header against `limits`, then decodes fully (so truncated and corrupt data is
 /// caught), and throws the pixels away. This is what the web tier calls before queueing.
 pub fn validate_image(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImageError> {
-    decode_image(bytes, limits).map(|(info, _)| info)
+    // Decoding proves the data whole; turning it upright and into RGB would prove nothing
+    // more, so validation stops at the decoder's own pixel layout.
+    let decoded = decode_native(bytes, limits)?;
+    let (mut width, mut height) = (decoded.image.width(), decoded.image.height());
+    if decoded.orientation.swaps_dimensions() {
+        std::mem::swap(&mut width, &mut height);
+    }
+    Ok(ImageInfo {
+        format: decoded.format,
+        width,
+        height,
+        color: decoded.color,
+        reoriented: decoded.orientation != image::metadata::Orientation::NoTransforms,
+    })
 }
 
-/// Decodes `bytes` into 8-bit RGB with the EXIF orientation applied.
-///
-/// Order of checks: size in bytes, format sniffing, header (dimensions against `limits`, before
-/// any pixel is decoded), then the pixel data. Grayscale is replicated to RGB, palette images
-/// are expanded, 16-bit samples are scaled to 8 bits, CMYK JPEGs are converted by the decoder,
-/// and alpha is dropped without compositing (as PIL's `convert("RGB")` does, which is what the
-/// reference pipelines use).
-pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImage), ImageError> {
+/// An image as its decoder produced it, before orientation and RGB conversion.
+struct Decoded {
+    format: &'static str,
+    color: String,
+    orientation: image::metadata::Orientation,
+    image: DynamicImage,
+}
+
+/// Whether an EXIF orientation turns the image by a quarter.
+trait SwapsDimensions {
+    fn swaps_dimensions(self) -> bool;
+}
+
+impl SwapsDimensions for image::metadata::Orientation {
+    fn swaps_dimensions(self) -> bool {
+        use image::metadata::Orientation as O;
+        matches!(
+            self,
+            O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
+        )
+    }
+}
+
+/// The checks and the decoding shared by [`decode_image`] and [`validate_image`]: size in
+/// bytes, format sniffing, header (dimensions against `limits`, before any pixel is decoded),
+/// then the pixel data in the decoder's own layout.
+fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -136,8 +168,7 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| classify_error(e, name, limits))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| classify_error(e, name, limits))?;
     if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
         // zune-jpeg pads a cut-off scan with grey and succeeds; a half-received upload must not
         // be classified as if it were whole.
@@ -146,6 +177,28 @@ pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImag
             message: "no end-of-image marker after the image data".to_owned(),
         });
     }
+    Ok(Decoded {
+        format: name,
+        color,
+        orientation,
+        image,
+    })
+}
+
+/// Decodes `bytes` into 8-bit RGB with the EXIF orientation applied.
+///
+/// Order of checks: size in bytes, format sniffing, header (dimensions against `limits`, before
+/// any pixel is decoded), then the pixel data. Grayscale is replicated to RGB, palette images
+/// are expanded, 16-bit samples are scaled to 8 bits, CMYK JPEGs are converted by the decoder,
+/// and alpha is dropped without compositing (as PIL's `convert("RGB")` does, which is what the
+/// reference pipelines use).
+pub fn decode_image(bytes: &[u8], limits: &Limits) -> Result<(ImageInfo, RgbImage), ImageError> {
+    let Decoded {
+        format: name,
+        color,
+        orientation,
+        image: mut img,
+    } = decode_native(bytes, limits)?;
     let reoriented = orientation != image::metadata::Orientation::NoTransforms;
     if reoriented {
         img.apply_orientation(orientation);

@@ -161,3 +161,29 @@ fn truncated_jpeg_is_an_error() {
         );
     }
 }
+
+#[test]
+fn validation_reports_what_decoding_reports_without_converting() {
+    let limits = Limits::default();
+    let names = [
+        "chelsea.jpg",
+        "chelsea.webp",
+        "chelsea.gif",
+        "chelsea.bmp",
+        "chelsea.tiff",
+        "cmyk.jpg",
+        "exif-rotated.jpg",
+        "gray.png",
+        "gray-alpha.png",
+        "palette.png",
+        "rgb16.png",
+        "rgba.png",
+        "small-64.png",
+    ];
+    for name in names {
+        let bytes = support::test_image(name);
+        let validated = validate_image(&bytes, &limits).unwrap();
+        let (decoded, _) = decode_image(&bytes, &limits).unwrap();
+        assert_eq!(validated, decoded, "{name}");
+    }
+}
