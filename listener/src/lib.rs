@@ -82,10 +82,11 @@ pub struct BatchReport {
     pub left: usize,
 }
 
-/// Receives responses and hands them to `sink` until `shutdown` resolves. Stops at once on
-/// shutdown (a receive in flight is abandoned: its messages come back after the visibility
-/// timeout). Receive errors are retried with capped backoff; only a missing queue ends the
-/// loop with an error, because no retry can fix it.
+/// Receives responses and hands them to `sink` until `shutdown` resolves. On shutdown a
+/// waiting receive is abandoned (on SQS, anything it was about to return comes back after
+/// the visibility timeout), but a batch already received is handed over and deleted first.
+/// Receive errors are retried with capped backoff; only a missing queue ends the loop with
+/// an error, because no retry can fix it.
 pub async fn run(
     queue: Arc<dyn Queue>,
     sink: Arc<dyn ResultSink>,
@@ -99,10 +100,13 @@ pub async fn run(
         let received = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            r = run_once(queue.as_ref(), sink.as_ref(), &options) => r,
+            r = queue.receive(options.receive_options()) => r,
         };
         match received {
-            Ok(_) => backoff.reset(),
+            Ok(messages) => {
+                backoff.reset();
+                hand_over(queue.as_ref(), sink.as_ref(), messages).await;
+            }
             Err(e @ iras_cloud::CloudError::QueueNotFound { .. }) => return Err(e.into()),
             Err(e) => {
                 let pause = backoff.next_pause();
@@ -125,6 +129,15 @@ pub async fn run_once(
     options: &ListenerOptions,
 ) -> iras_cloud::Result<BatchReport> {
     let messages = queue.receive(options.receive_options()).await?;
+    Ok(hand_over(queue, sink, messages).await)
+}
+
+/// Hands each received response to `sink` and deletes the ones it took.
+async fn hand_over(
+    queue: &dyn Queue,
+    sink: &dyn ResultSink,
+    messages: Vec<iras_cloud::ReceivedMessage>,
+) -> BatchReport {
     let mut report = BatchReport::default();
     let mut done: Vec<ReceiptHandle> = Vec::with_capacity(messages.len());
     for message in messages {
@@ -169,7 +182,7 @@ pub async fn run_once(
             Err(e) => tracing::warn!(error = %e, "deleting handled responses failed"),
         }
     }
-    Ok(report)
+    report
 }
 
 /// Command line of the standalone `listener` binary.
