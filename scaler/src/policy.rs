@@ -412,23 +412,21 @@ mod tests {
 
     #[test]
     fn seed_non_positive_sample_and_scale_out_clear_the_tracker() {
-        let p = seed(0, 19);
+        // in_divisor = out_divisor, so depth 8 with 4 instances gives a zero sample.
+        let p = SeedConfig {
+            in_divisor: NonZeroU64::new(2).unwrap(),
+            ..seed(0, 19)
+        };
         let mut st = PolicyState::default();
         p.decide(&obs(0, 4, 0), &mut st);
         p.decide(&obs(0, 4, 1), &mut st);
         assert_eq!(st.tracker.len(), 2);
-        // depth 40: needed 4 = active → sample 0.
-        p.decide(&obs(40, 8, 2), &mut st);
-        // (active 8, needed 4 → sample 4: pushed) then a zero sample clears:
-        p.decide(&obs(80, 8, 3), &mut st);
-        assert!(st.tracker.is_empty());
-        p.decide(&obs(0, 4, 4), &mut st);
+        assert_eq!(p.decide(&obs(8, 4, 2), &mut st).action, Action::Hold);
+        assert!(st.tracker.is_empty(), "a zero sample clears");
+        p.decide(&obs(0, 4, 3), &mut st);
         assert_eq!(st.tracker.len(), 1);
-        assert!(matches!(
-            p.decide(&obs(100, 4, 5), &mut st).action,
-            Action::Launch(_)
-        ));
-        assert!(st.tracker.is_empty());
+        assert_eq!(p.decide(&obs(100, 4, 4), &mut st).action, Action::Launch(15));
+        assert!(st.tracker.is_empty(), "a scale-out clears");
     }
 
     #[test]
