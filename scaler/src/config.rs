@@ -88,7 +88,7 @@ pub enum Command {
     /// Run the control loop until SIGTERM or Ctrl-C.
     Run(Box<RunArgs>),
     /// Simulate policies side by side and write a CSV, an SVG and a summary table.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
 }
 
 /// Which policy `scaler run` uses.
@@ -188,9 +188,8 @@ impl PolicyArgs {
             Some("target") => {
                 let mut args = self.clone();
                 if let Some(b) = parts.next() {
-                    args.backlog_per_instance = b
-                        .parse()
-                        .with_context(|| format!("backlog in {spec:?}"))?;
+                    args.backlog_per_instance =
+                        b.parse().with_context(|| format!("backlog in {spec:?}"))?;
                 }
                 if let Some(s) = parts.next() {
                     args.scale_out_cooldown_secs = s
@@ -488,10 +487,16 @@ mod tests {
         };
         assert_eq!(
             args.fleet.tags,
-            [("Type".into(), "apptier".into()), ("team".into(), "x".into())]
+            [
+                ("Type".into(), "apptier".into()),
+                ("team".into(), "x".into())
+            ]
         );
         let config = args.config().unwrap();
-        assert_eq!(config.fleet.local.unwrap().args, ["serve", "--workers", "2"]);
+        assert_eq!(
+            config.fleet.local.unwrap().args,
+            ["serve", "--workers", "2"]
+        );
 
         let p = PolicyArgs::default();
         assert_eq!(p.parse_spec("seed").unwrap(), Policy::default());

@@ -95,7 +95,9 @@ impl Bounds {
     }
 
     fn clamp(self, n: u64) -> u32 {
-        u32::try_from(n).unwrap_or(u32::MAX).clamp(self.min, self.max)
+        u32::try_from(n)
+            .unwrap_or(u32::MAX)
+            .clamp(self.min, self.max)
     }
 }
 
@@ -395,7 +397,10 @@ mod tests {
         for i in 0..4 {
             assert_eq!(p.decide(&obs(0, 10, i), &mut st).action, Action::Hold);
         }
-        assert_eq!(p.decide(&obs(0, 10, 4), &mut st).action, Action::Terminate(10));
+        assert_eq!(
+            p.decide(&obs(0, 10, 4), &mut st).action,
+            Action::Terminate(10)
+        );
         assert!(st.tracker.is_empty());
     }
 
@@ -425,7 +430,10 @@ mod tests {
         assert!(st.tracker.is_empty(), "a zero sample clears");
         p.decide(&obs(0, 4, 3), &mut st);
         assert_eq!(st.tracker.len(), 1);
-        assert_eq!(p.decide(&obs(100, 4, 4), &mut st).action, Action::Launch(15));
+        assert_eq!(
+            p.decide(&obs(100, 4, 4), &mut st).action,
+            Action::Launch(15)
+        );
         assert!(st.tracker.is_empty(), "a scale-out clears");
     }
 
@@ -437,16 +445,25 @@ mod tests {
         for i in 0..4 {
             assert_eq!(p.decide(&obs(0, 5, i), &mut st).action, Action::Hold);
         }
-        assert_eq!(p.decide(&obs(0, 5, 5), &mut st).action, Action::Terminate(3));
+        assert_eq!(
+            p.decide(&obs(0, 5, 5), &mut st).action,
+            Action::Terminate(3)
+        );
     }
 
     #[test]
     fn target_tracking_honours_cooldowns() {
         let p = target(5, 0, 100, 30, 120);
         let mut st = PolicyState::default();
-        assert_eq!(p.decide(&obs(100, 0, 0), &mut st).action, Action::Launch(20));
+        assert_eq!(
+            p.decide(&obs(100, 0, 0), &mut st).action,
+            Action::Launch(20)
+        );
         assert_eq!(p.decide(&obs(200, 20, 10), &mut st).action, Action::Hold);
-        assert_eq!(p.decide(&obs(200, 20, 30), &mut st).action, Action::Launch(20));
+        assert_eq!(
+            p.decide(&obs(200, 20, 30), &mut st).action,
+            Action::Launch(20)
+        );
         assert_eq!(p.decide(&obs(0, 40, 100), &mut st).action, Action::Hold);
         assert_eq!(
             p.decide(&obs(0, 40, 150), &mut st).action,

@@ -822,7 +822,10 @@ mod tests {
 
     #[test]
     fn parses_arrivals_and_service() {
-        assert_eq!("burst:100".parse::<Arrivals>().unwrap(), Arrivals::Burst(100));
+        assert_eq!(
+            "burst:100".parse::<Arrivals>().unwrap(),
+            Arrivals::Burst(100)
+        );
         assert_eq!(
             "ramp:0:50:60".parse::<Arrivals>().unwrap(),
             Arrivals::Ramp {
@@ -833,7 +836,10 @@ mod tests {
         );
         assert!("poisson:-1:5".parse::<Arrivals>().is_err());
         assert!("nope".parse::<Arrivals>().is_err());
-        assert_eq!("exp:1.5".parse::<Service>().unwrap(), Service::Exponential(1.5));
+        assert_eq!(
+            "exp:1.5".parse::<Service>().unwrap(),
+            Service::Exponential(1.5)
+        );
         assert!("fixed:0".parse::<Service>().is_err());
     }
 
@@ -878,6 +884,10 @@ mod tests {
         assert!(o.requests > 1_100_000);
         assert_eq!(o.completed, o.requests);
         assert!(o.peak_instances <= 1000);
-        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The control loop against the local backend: real child processes (a stand-in for the
 //! app tier that reports ready and sleeps), a real SQLite queue, short intervals.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
