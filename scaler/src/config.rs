@@ -454,6 +454,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn defaults_are_the_seed() {
         let cli = Cli::parse_from(["scaler", "run", "--app-tier-bin", "/bin/true"]);
         let Command::Run(args) = cli.command else {
