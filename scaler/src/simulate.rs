@@ -866,6 +866,51 @@ mod tests {
         assert!(late * 100 / ramp.len() > 70);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// Whatever the load and policy, the simulated fleet stays within its bounds and
+        /// every request is served.
+        #[test]
+        fn simulated_fleets_stay_in_bounds_and_serve_everything(
+            rate in 0.0f64..50.0,
+            secs in 0.0f64..120.0,
+            burst in 0u64..300,
+            service in 0.1f64..5.0,
+            boot in 0u64..60,
+            max in 1u32..40,
+            target_policy in proptest::bool::ANY,
+            seed in 0u64..1000,
+        ) {
+            let bounds = Bounds { min: 0, max };
+            let policy = if target_policy {
+                Policy::Target(TargetConfig {
+                    backlog_per_instance: NonZeroU64::new(3).unwrap(),
+                    scale_out_cooldown: Duration::from_secs(20),
+                    scale_in_cooldown: Duration::from_secs(60),
+                    bounds,
+                })
+            } else {
+                Policy::Seed(SeedConfig { bounds, ..SeedConfig::default() })
+            };
+            let s = Scenario {
+                arrivals: Arrivals::Poisson { rate_per_s: rate, secs },
+                service: Service::Exponential(service),
+                boot: Duration::from_secs(boot),
+                seed,
+                ..scenario(Arrivals::Burst(0))
+            };
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut arrivals = s.arrivals.times_us(&mut rng).unwrap();
+            arrivals.extend(std::iter::repeat_n(0, burst as usize));
+            arrivals.sort_unstable();
+            let o = run_policy(&s, &policy, &arrivals);
+            proptest::prop_assert!(o.peak_instances <= max);
+            proptest::prop_assert!(o.samples.iter().all(|x| x.instances <= max));
+            proptest::prop_assert_eq!(o.completed, o.requests);
+            proptest::prop_assert_eq!(o.samples.last().map(|x| x.instances), Some(0));
+        }
+    }
+
     /// Internet scale: 10,000 requests/s for two minutes against a 1,000-instance cap.
     #[test]
     fn internet_scale_runs_quickly() {
