@@ -12,7 +12,8 @@
 //! a 1,000-instance cap in seconds. Time jumps from event to event (next arrival, next
 //! service end or boot, next poll), so the cost is a few heap operations per request and
 //! nothing per idle second or per idle instance. Time is kept in integer microseconds, so
-//! event order is exact and runs are reproducible from the seed.
+//! event order is exact, and one seed gives one run (with the same build: the generator is
+//! rand's fast `SmallRng`, which rand does not promise to keep across versions).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng as StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::policy::{Action, Observation, Policy, PolicyState};
@@ -146,9 +147,7 @@ impl Arrivals {
     pub fn times_us(&self, rng: &mut StdRng) -> Result<Vec<u64>, SimError> {
         let mut times = match self {
             Arrivals::Burst(n) => vec![0; usize::try_from(*n).unwrap_or(usize::MAX)],
-            Arrivals::Poisson { rate_per_s, secs } => {
-                poisson(rng, |_| *rate_per_s, *rate_per_s, *secs)
-            }
+            Arrivals::Poisson { rate_per_s, secs } => poisson(rng, None, *rate_per_s, *secs),
             Arrivals::Ramp {
                 from_per_s,
                 to_per_s,
@@ -156,7 +155,7 @@ impl Arrivals {
             } => {
                 let peak = from_per_s.max(*to_per_s);
                 let rate = |t: f64| from_per_s + (to_per_s - from_per_s) * (t / secs.max(1e-9));
-                poisson(rng, rate, peak, *secs)
+                poisson(rng, Some(&rate), peak, *secs)
             }
             Arrivals::Trace(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| SimError::Trace {
@@ -185,8 +184,8 @@ impl Arrivals {
     }
 }
 
-/// Poisson arrivals with rate `rate(t)` ≤ `peak`, by thinning.
-fn poisson(rng: &mut StdRng, rate: impl Fn(f64) -> f64, peak: f64, secs: f64) -> Vec<u64> {
+/// Poisson arrivals at rate `peak`, or at `rate(t)` ≤ `peak` by thinning.
+fn poisson(rng: &mut StdRng, rate: Option<&dyn Fn(f64) -> f64>, peak: f64, secs: f64) -> Vec<u64> {
     let mut times = Vec::with_capacity((peak * secs) as usize + 16);
     if peak <= 0.0 {
         return times;
@@ -197,7 +196,7 @@ fn poisson(rng: &mut StdRng, rate: impl Fn(f64) -> f64, peak: f64, secs: f64) ->
         if t >= secs {
             return times;
         }
-        if rng.random::<f64>() * peak <= rate(t) {
+        if rate.is_none_or(|rate| rng.random::<f64>() * peak <= rate(t)) {
             times.push((t * MICROS) as u64);
         }
     }
