@@ -567,9 +567,9 @@ mod tests {
             }
         }
 
-        /// With a steady depth, target tracking settles after at most one move and then
-        /// holds; the seed never terminates twice within K polls, nor terminates fewer
-        /// than K polls after a launch.
+        /// With a steady depth, target tracking settles in at most two moves (into the
+        /// bounds, then to its target) and then holds; the seed never terminates within K
+        /// polls of its previous move, and settles for good where its two targets agree.
         #[test]
         fn steady_depth_does_not_flap(
             policy in arb_policy(),
