@@ -1,0 +1,517 @@
+//! The command line (clap, every flag also an `IRAS_SCALER_*` environment variable) and
+//! its validation into [`RunConfig`], [`Policy`] and [`Scenario`].
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use iras_cloud::{BackendKind, CloudArgs, Ec2Launch, FleetSpec, LocalLaunch, StackArgs};
+
+use crate::policy::{
+    Bounds, DEFAULT_IN_DIVISOR, DEFAULT_MAX_INSTANCES, DEFAULT_OUT_DIVISOR,
+    DEFAULT_SCALE_IN_SAMPLES, Policy, SeedConfig, TargetConfig,
+};
+use crate::run::RunConfig;
+use crate::simulate::{Arrivals, Scenario, Service};
+
+/// Environment variables of the scaler, in one place so the docs and the code agree.
+pub mod env {
+    /// `seed` or `target`.
+    pub const POLICY: &str = "IRAS_SCALER_POLICY";
+    /// Lower instance bound.
+    pub const MIN_INSTANCES: &str = "IRAS_SCALER_MIN_INSTANCES";
+    /// Upper instance bound.
+    pub const MAX_INSTANCES: &str = "IRAS_SCALER_MAX_INSTANCES";
+    /// Seed: scale-out divisor.
+    pub const OUT_DIVISOR: &str = "IRAS_SCALER_OUT_DIVISOR";
+    /// Seed: scale-in divisor.
+    pub const IN_DIVISOR: &str = "IRAS_SCALER_IN_DIVISOR";
+    /// Seed: tracker length K.
+    pub const SCALE_IN_SAMPLES: &str = "IRAS_SCALER_SCALE_IN_SAMPLES";
+    /// Target tracking: acceptable backlog per instance.
+    pub const BACKLOG_PER_INSTANCE: &str = "IRAS_SCALER_BACKLOG_PER_INSTANCE";
+    /// Target tracking: scale-out cooldown.
+    pub const SCALE_OUT_COOLDOWN_SECS: &str = "IRAS_SCALER_SCALE_OUT_COOLDOWN_SECS";
+    /// Target tracking: scale-in cooldown.
+    pub const SCALE_IN_COOLDOWN_SECS: &str = "IRAS_SCALER_SCALE_IN_COOLDOWN_SECS";
+    /// Poll interval.
+    pub const INTERVAL_SECS: &str = "IRAS_SCALER_INTERVAL_SECS";
+    /// Metrics address.
+    pub const METRICS_LISTEN: &str = "IRAS_SCALER_METRICS_LISTEN";
+    /// Terminate the fleet on exit.
+    pub const TERMINATE_ON_EXIT: &str = "IRAS_SCALER_TERMINATE_ON_EXIT";
+    /// Instance name prefix.
+    pub const NAME_PREFIX: &str = "IRAS_SCALER_NAME_PREFIX";
+    /// Stack name.
+    pub const STACK: &str = "IRAS_SCALER_STACK";
+    /// Extra tags, comma-separated `K=V`.
+    pub const TAGS: &str = "IRAS_SCALER_TAGS";
+    /// Local fleet: the app-tier binary.
+    pub const APP_TIER_BIN: &str = "IRAS_SCALER_APP_TIER_BIN";
+    /// Local fleet: SIGTERM → SIGKILL grace.
+    pub const GRACE_SECS: &str = "IRAS_SCALER_GRACE_SECS";
+    /// EC2: AMI id.
+    pub const AMI: &str = "IRAS_SCALER_AMI";
+    /// EC2: instance type.
+    pub const INSTANCE_TYPE: &str = "IRAS_SCALER_INSTANCE_TYPE";
+    /// EC2: security groups, comma-separated.
+    pub const SECURITY_GROUPS: &str = "IRAS_SCALER_SECURITY_GROUPS";
+    /// EC2: subnet.
+    pub const SUBNET: &str = "IRAS_SCALER_SUBNET";
+    /// EC2: instance profile.
+    pub const INSTANCE_PROFILE: &str = "IRAS_SCALER_INSTANCE_PROFILE";
+    /// EC2: key pair.
+    pub const KEY_NAME: &str = "IRAS_SCALER_KEY_NAME";
+    /// EC2: user-data file.
+    pub const USER_DATA_FILE: &str = "IRAS_SCALER_USER_DATA_FILE";
+}
+
+/// Command line of the `scaler` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "scaler",
+    version,
+    about = "iras scaler: grows and shrinks the app tier"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control loop until SIGTERM or Ctrl-C.
+    Run(Box<RunArgs>),
+    /// Simulate policies side by side and write a CSV, an SVG and a summary table.
+    Simulate(Box<SimulateArgs>),
+}
+
+/// Which policy `scaler run` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    /// The seed's policy (the default).
+    Seed,
+    /// Backlog-per-instance target tracking.
+    Target,
+}
+
+/// Policy parameters, shared by `run` and `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Scaling policy: `seed` (the seed's, kept exactly) or `target` (backlog per instance).
+    #[arg(long, env = env::POLICY, value_enum, default_value_t = PolicyKind::Seed)]
+    pub policy: PolicyKind,
+    /// Never fewer app-tier instances than this.
+    #[arg(long, env = env::MIN_INSTANCES, default_value_t = 0)]
+    pub min_instances: u32,
+    /// Never more app-tier instances than this (the seed's 20-instance limit minus the
+    /// web tier).
+    #[arg(long, env = env::MAX_INSTANCES, default_value_t = DEFAULT_MAX_INSTANCES)]
+    pub max_instances: u32,
+    /// Seed: scale out to ceil(depth / this).
+    #[arg(long, env = env::OUT_DIVISOR, default_value_t = NonZeroU64::new(DEFAULT_OUT_DIVISOR).unwrap_or(NonZeroU64::MIN))]
+    pub out_divisor: NonZeroU64,
+    /// Seed: scale in towards ceil(depth / this).
+    #[arg(long, env = env::IN_DIVISOR, default_value_t = NonZeroU64::new(DEFAULT_IN_DIVISOR).unwrap_or(NonZeroU64::MIN))]
+    pub in_divisor: NonZeroU64,
+    /// Seed: consecutive agreeing samples (K) before a scale-in.
+    #[arg(long, env = env::SCALE_IN_SAMPLES,
+          default_value_t = NonZeroUsize::new(DEFAULT_SCALE_IN_SAMPLES).unwrap_or(NonZeroUsize::MIN))]
+    pub scale_in_samples: NonZeroUsize,
+    /// Target tracking: acceptable queued requests per instance.
+    #[arg(long, env = env::BACKLOG_PER_INSTANCE, default_value_t = NonZeroU64::new(5).unwrap_or(NonZeroU64::MIN))]
+    pub backlog_per_instance: NonZeroU64,
+    /// Target tracking: seconds after a scale-out before the next scale-out.
+    #[arg(long, env = env::SCALE_OUT_COOLDOWN_SECS, default_value_t = 30)]
+    pub scale_out_cooldown_secs: u64,
+    /// Target tracking: seconds after any scaling action before a scale-in.
+    #[arg(long, env = env::SCALE_IN_COOLDOWN_SECS, default_value_t = 120)]
+    pub scale_in_cooldown_secs: u64,
+}
+
+impl Default for PolicyArgs {
+    fn default() -> Self {
+        // Parsing no arguments yields exactly the declared defaults.
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            policy: PolicyArgs,
+        }
+        Wrapper::parse_from(["scaler"]).policy
+    }
+}
+
+impl PolicyArgs {
+    fn bounds(&self) -> anyhow::Result<Bounds> {
+        Ok(Bounds::new(self.min_instances, self.max_instances)?)
+    }
+
+    /// The seed policy with these parameters.
+    pub fn seed(&self) -> anyhow::Result<Policy> {
+        Ok(Policy::Seed(SeedConfig {
+            out_divisor: self.out_divisor,
+            in_divisor: self.in_divisor,
+            scale_in_samples: self.scale_in_samples.get(),
+            bounds: self.bounds()?,
+        }))
+    }
+
+    /// Target tracking with these parameters.
+    pub fn target(&self) -> anyhow::Result<Policy> {
+        Ok(Policy::Target(TargetConfig {
+            backlog_per_instance: self.backlog_per_instance,
+            scale_out_cooldown: Duration::from_secs(self.scale_out_cooldown_secs),
+            scale_in_cooldown: Duration::from_secs(self.scale_in_cooldown_secs),
+            bounds: self.bounds()?,
+        }))
+    }
+
+    /// The policy `--policy` selects.
+    pub fn selected(&self) -> anyhow::Result<Policy> {
+        match self.policy {
+            PolicyKind::Seed => self.seed(),
+            PolicyKind::Target => self.target(),
+        }
+    }
+
+    /// A `--compare` spec: `seed`, or `target[:BACKLOG[:OUT_COOLDOWN_S[:IN_COOLDOWN_S]]]`
+    /// (missing parts come from the flags).
+    pub fn parse_spec(&self, spec: &str) -> anyhow::Result<Policy> {
+        let mut parts = spec.split(':');
+        match parts.next() {
+            Some("seed") if parts.next().is_none() => self.seed(),
+            Some("target") => {
+                let mut args = self.clone();
+                if let Some(b) = parts.next() {
+                    args.backlog_per_instance =
+                        b.parse().with_context(|| format!("backlog in {spec:?}"))?;
+                }
+                if let Some(s) = parts.next() {
+                    args.scale_out_cooldown_secs = s
+                        .parse()
+                        .with_context(|| format!("scale-out cooldown in {spec:?}"))?;
+                }
+                if let Some(s) = parts.next() {
+                    args.scale_in_cooldown_secs = s
+                        .parse()
+                        .with_context(|| format!("scale-in cooldown in {spec:?}"))?;
+                }
+                anyhow::ensure!(parts.next().is_none(), "too many parts in {spec:?}");
+                args.target()
+            }
+            _ => anyhow::bail!("unknown policy {spec:?}: use seed or target[:B[:OUT_S[:IN_S]]]"),
+        }
+    }
+}
+
+/// Options of `scaler run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Backend.
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Queue and bucket names (the app tier gets the same ones).
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Policy.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Fleet.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Seconds between polls (the seed polled every ~10 s).
+    #[arg(long, env = env::INTERVAL_SECS, default_value_t = 10.0)]
+    pub interval_secs: f64,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (e.g. 127.0.0.1:9102).
+    #[arg(long, env = env::METRICS_LISTEN)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// On shutdown, terminate every instance of the fleet (default: leave them serving).
+    #[arg(long, env = env::TERMINATE_ON_EXIT)]
+    pub terminate_on_exit: bool,
+}
+
+/// How instances are named, tagged and started.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Instance names are this prefix plus the lowest free number.
+    #[arg(long, env = env::NAME_PREFIX, default_value = "app-tier-")]
+    pub name_prefix: String,
+    /// The stack the instances belong to (EC2 tag `iras:stack`; local record directory).
+    #[arg(long = "stack-name", env = env::STACK, default_value = "iras")]
+    pub stack: String,
+    /// Extra tag for every instance, `KEY=VALUE`; repeatable (the seed used `Type=apptier`).
+    #[arg(long = "tag", env = env::TAGS, value_delimiter = ',', value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Local fleet: the app-tier binary. Default: `app-tier` next to this executable.
+    #[arg(long, env = env::APP_TIER_BIN)]
+    pub app_tier_bin: Option<PathBuf>,
+    /// Local fleet: seconds a terminated app tier may drain after SIGTERM before SIGKILL.
+    #[arg(long, env = env::GRACE_SECS, default_value_t = 60)]
+    pub grace_secs: u64,
+    /// EC2: the app-tier AMI (required with `--backend aws`).
+    #[arg(long, env = env::AMI)]
+    pub ami: Option<String>,
+    /// EC2: instance type.
+    #[arg(long, env = env::INSTANCE_TYPE, default_value = "t3.micro")]
+    pub instance_type: String,
+    /// EC2: security group id; repeatable.
+    #[arg(long = "security-group", env = env::SECURITY_GROUPS, value_delimiter = ',')]
+    pub security_groups: Vec<String>,
+    /// EC2: subnet id (default: the default VPC's default subnet).
+    #[arg(long, env = env::SUBNET)]
+    pub subnet: Option<String>,
+    /// EC2: instance profile name or ARN giving the app tier its queue and bucket rights.
+    #[arg(long, env = env::INSTANCE_PROFILE)]
+    pub instance_profile: Option<String>,
+    /// EC2: key pair name, for debugging.
+    #[arg(long, env = env::KEY_NAME)]
+    pub key_name: Option<String>,
+    /// EC2: cloud-init user-data file.
+    #[arg(long, env = env::USER_DATA_FILE)]
+    pub user_data_file: Option<PathBuf>,
+    /// Local fleet: arguments passed to `app-tier serve` after `--`.
+    #[arg(last = true)]
+    pub app_tier_args: Vec<String>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn secs(value: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{what} must be >= 0 seconds"))
+}
+
+impl RunArgs {
+    /// Validates the arguments into the loop's configuration.
+    pub fn config(&self) -> anyhow::Result<RunConfig> {
+        let interval = secs(self.interval_secs, "--interval-secs")?;
+        anyhow::ensure!(!interval.is_zero(), "--interval-secs must be above 0");
+        let policy = self.policy.selected()?;
+        let f = &self.fleet;
+        let local = if self.cloud.backend == BackendKind::Local {
+            let program = match &f.app_tier_bin {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()
+                    .context("locating the scaler's executable")?
+                    .with_file_name("app-tier"),
+            };
+            let state_dir = std::path::absolute(&self.cloud.state_dir)
+                .context("resolving the state directory")?;
+            let mut args = vec!["serve".to_owned()];
+            args.extend(f.app_tier_args.iter().cloned());
+            // The app tier must see the scaler's stack whether it came from flags or env.
+            let env = [
+                (iras_cloud::env::IRAS_BACKEND, "local".to_owned()),
+                (
+                    iras_cloud::env::IRAS_STATE_DIR,
+                    state_dir.display().to_string(),
+                ),
+                (
+                    iras_cloud::env::IRAS_REQUEST_QUEUE,
+                    self.stack.request_queue.clone(),
+                ),
+                (
+                    iras_cloud::env::IRAS_RESPONSE_QUEUE,
+                    self.stack.response_queue.clone(),
+                ),
+                (
+                    iras_cloud::env::IRAS_INPUT_BUCKET,
+                    self.stack.input_bucket.clone(),
+                ),
+                (
+                    iras_cloud::env::IRAS_OUTPUT_BUCKET,
+                    self.stack.output_bucket.clone(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            Some(LocalLaunch {
+                program,
+                args,
+                env,
+                grace: Duration::from_secs(f.grace_secs),
+            })
+        } else {
+            None
+        };
+        let ec2 = match &f.ami {
+            Some(ami) => Some(Ec2Launch {
+                image_id: ami.clone(),
+                instance_type: f.instance_type.clone(),
+                security_group_ids: f.security_groups.clone(),
+                subnet_id: f.subnet.clone(),
+                instance_profile: f.instance_profile.clone(),
+                key_name: f.key_name.clone(),
+                user_data: match &f.user_data_file {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("reading user data {}", p.display()))?,
+                    ),
+                    None => None,
+                },
+            }),
+            None => {
+                anyhow::ensure!(
+                    self.cloud.backend != BackendKind::Aws,
+                    "--ami is required with --backend aws"
+                );
+                None
+            }
+        };
+        Ok(RunConfig {
+            request_queue: self.stack.request_queue.clone(),
+            fleet: FleetSpec {
+                name_prefix: f.name_prefix.clone(),
+                stack: f.stack.clone(),
+                tags: f.tags.clone(),
+                local,
+                ec2,
+            },
+            policy,
+            interval,
+            metrics_listen: self.metrics_listen,
+            terminate_on_exit: self.terminate_on_exit,
+        })
+    }
+}
+
+/// Options of `scaler simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Arrivals: `burst:N`, `poisson:RATE_PER_S:SECS`, `ramp:FROM_PER_S:TO_PER_S:SECS` or
+    /// `trace:PATH` (one arrival time in seconds per line).
+    #[arg(long, default_value = "burst:100")]
+    pub arrivals: Arrivals,
+    /// Service time per image: `fixed:SECS` or `exp:MEAN_SECS`.
+    #[arg(long, default_value = "fixed:1")]
+    pub service: Service,
+    /// Seconds from launch until an instance serves (~40 on EC2, under 1 locally).
+    #[arg(long, default_value_t = 40.0)]
+    pub boot_secs: f64,
+    /// Seconds between polls.
+    #[arg(long, default_value_t = 10.0)]
+    pub interval_secs: f64,
+    /// Instances running at t = 0.
+    #[arg(long, default_value_t = 0)]
+    pub initial_instances: u32,
+    /// Stop the simulation here even if the queue has not drained.
+    #[arg(long, default_value_t = 86_400.0)]
+    pub max_secs: f64,
+    /// Random seed: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Policy to compare: `seed` or `target[:BACKLOG[:OUT_S[:IN_S]]]`; repeatable.
+    #[arg(long = "compare", default_values = ["seed", "target"])]
+    pub compare: Vec<String>,
+    /// Where to write the CSV time series.
+    #[arg(long, default_value = "scaler-sim.csv")]
+    pub csv: PathBuf,
+    /// Where to write the SVG plot.
+    #[arg(long, default_value = "scaler-sim.svg")]
+    pub svg: PathBuf,
+    /// Policy parameters (bounds, divisors, backlog, cooldowns).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+impl SimulateArgs {
+    /// The scenario and the policies to compare.
+    pub fn scenario(&self) -> anyhow::Result<(Scenario, Vec<Policy>)> {
+        let interval = secs(self.interval_secs, "--interval-secs")?;
+        anyhow::ensure!(!interval.is_zero(), "--interval-secs must be above 0");
+        let policies = self
+            .compare
+            .iter()
+            .map(|s| self.policy.parse_spec(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((
+            Scenario {
+                arrivals: self.arrivals.clone(),
+                service: self.service,
+                boot: secs(self.boot_secs, "--boot-secs")?,
+                interval,
+                initial_instances: self.initial_instances,
+                max_time: secs(self.max_secs, "--max-secs")?,
+                seed: self.seed,
+            },
+            policies,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_seed() {
+        let cli = Cli::parse_from(["scaler", "run", "--app-tier-bin", "/bin/true"]);
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let config = args.config().unwrap();
+        assert_eq!(config.policy, Policy::default());
+        assert_eq!(config.interval, Duration::from_secs(10));
+        assert_eq!(config.fleet.name_prefix, "app-tier-");
+        assert_eq!(config.fleet.stack, "iras");
+        let local = config.fleet.local.unwrap();
+        assert_eq!(local.args, ["serve"]);
+        assert_eq!(local.grace, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn tags_passthrough_and_compare_specs() {
+        let cli = Cli::parse_from([
+            "scaler",
+            "run",
+            "--tag",
+            "Type=apptier",
+            "--tag",
+            "team=x",
+            "--",
+            "--workers",
+            "2",
+        ]);
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            args.fleet.tags,
+            [
+                ("Type".into(), "apptier".into()),
+                ("team".into(), "x".into())
+            ]
+        );
+        let config = args.config().unwrap();
+        assert_eq!(
+            config.fleet.local.unwrap().args,
+            ["serve", "--workers", "2"]
+        );
+
+        let p = PolicyArgs::default();
+        assert_eq!(p.parse_spec("seed").unwrap(), Policy::default());
+        let Policy::Target(t) = p.parse_spec("target:7:0:60").unwrap() else {
+            panic!("not target")
+        };
+        assert_eq!(t.backlog_per_instance.get(), 7);
+        assert_eq!(t.scale_in_cooldown, Duration::from_secs(60));
+        assert!(p.parse_spec("bogus").is_err());
+        assert!(Cli::try_parse_from(["scaler", "run", "--tag", "novalue"]).is_err());
+    }
+}
