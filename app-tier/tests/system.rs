@@ -389,3 +389,73 @@ async fn a_client_written_like_the_course_generator_gets_100_answers() {
     }
     web.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scaler_grows_the_fleet_for_a_burst_and_shrinks_it_after() {
+    let state = tempfile::tempdir().unwrap();
+    let web = start_web(state.path()).await;
+    let max = 4;
+    let cli = iras_scaler::Cli::try_parse_from([
+        "scaler",
+        "run",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--app-tier-bin",
+        env!("CARGO_BIN_EXE_app-tier"),
+        "--max-instances",
+        &max.to_string(),
+        "--interval-secs",
+        "0.5",
+        "--scale-in-samples",
+        "3",
+        "--grace-secs",
+        "10",
+        "--terminate-on-exit",
+        "--",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--wait-secs",
+        "1",
+    ])
+    .unwrap();
+    let iras_scaler::Command::Run(args) = cli.command else {
+        panic!("run")
+    };
+    let config = args.config().unwrap();
+    let cloud = Cloud::connect(&args.cloud).await.unwrap();
+    let fleet = cloud.fleet(config.fleet.clone()).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scaler = tokio::spawn(iras_scaler::run(config, cloud, async {
+        let _ = stopped.await;
+    }));
+
+    let active = || async {
+        let list = fleet.list().await.unwrap();
+        list.iter().filter(|i| i.state.is_active()).count()
+    };
+    let url = web.url.clone();
+    let burst = tokio::spawn(async move { post_all(&url, burst(100)).await });
+    let mut peak = 0;
+    while !burst.is_finished() {
+        peak = peak.max(active().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answers = burst.await.unwrap();
+    assert_all_labelled(&answers);
+    assert_eq!(peak, max, "scaled out to min(ceil(100 / 2), max)");
+
+    // Idle queue: once the tracker agrees, back to min (0).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while active().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "did not scale back in"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    scaler.await.unwrap().unwrap();
+    web.stop().await;
+}
