@@ -1,0 +1,115 @@
+//! What the EC2 fleet leaves on the instances it launches, read back from EC2 itself (the
+//! moto server that `scripts/test` starts): the name and stack tags, the extra tags, the
+//! user data, and the counts the scaler relies on after a terminate.
+
+#![cfg(feature = "aws")]
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::PathBuf;
+
+use aws_sdk_ec2::types::Filter;
+use base64::Engine as _;
+use iras_cloud::{BackendKind, Cloud, CloudArgs, Ec2Launch, FleetSpec};
+
+const USER_DATA: &str = "#cloud-config\nwrite_files: []\n";
+
+#[tokio::test]
+async fn launched_instances_carry_their_name_stack_tags_and_user_data() {
+    let endpoint = std::env::var("IRAS_TEST_AWS_ENDPOINT")
+        .expect("IRAS_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test (moto)");
+    let args = CloudArgs {
+        backend: BackendKind::Aws,
+        state_dir: PathBuf::from("/nonexistent"),
+        aws_endpoint_url: Some(endpoint.clone()),
+        aws_region: Some("us-east-1".into()),
+    };
+    let cloud = Cloud::connect(&args).await.unwrap();
+    let stack = format!("fleet-{}", uuid::Uuid::new_v4().simple());
+    let spec = FleetSpec {
+        name_prefix: "app-tier-".into(),
+        stack: stack.clone(),
+        tags: vec![("Type".into(), "apptier".into())],
+        local: None,
+        ec2: Some(Ec2Launch {
+            image_id: "ami-12c6146b".into(),
+            instance_type: "t3.micro".into(),
+            security_group_ids: vec![],
+            subnet_id: None,
+            instance_profile: None,
+            key_name: None,
+            user_data: Some(USER_DATA.into()),
+        }),
+    };
+    let fleet = cloud.fleet(spec).await.unwrap();
+    let launched = fleet.launch(2).await.unwrap();
+    assert_eq!(launched.len(), 2);
+
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let described = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:iras:stack")
+                .values(&stack)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let instances: Vec<_> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .collect();
+    assert_eq!(
+        instances.len(),
+        2,
+        "exactly the two launched, found by the stack tag"
+    );
+    let mut names = Vec::new();
+    for instance in &instances {
+        let tag = |key: &str| {
+            instance
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .map(str::to_owned)
+        };
+        assert_eq!(tag("Type").as_deref(), Some("apptier"));
+        assert_eq!(tag("iras:stack").as_deref(), Some(stack.as_str()));
+        names.push(tag("Name").unwrap());
+        let id = instance.instance_id().unwrap();
+        let attribute = ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let encoded = attribute.user_data().and_then(|u| u.value()).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(String::from_utf8(decoded).unwrap(), USER_DATA);
+    }
+    names.sort();
+    assert_eq!(names, ["app-tier-1", "app-tier-2"]);
+
+    // After a terminate the fleet counts one active instance.
+    fleet.terminate(&[launched[0].id.clone()]).await.unwrap();
+    let active = fleet
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.state.is_active())
+        .count();
+    assert_eq!(active, 1);
+    fleet.terminate(&[launched[1].id.clone()]).await.unwrap();
+}
