@@ -22,7 +22,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rand::rngs::SmallRng as StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::policy::{Action, Observation, Policy, PolicyState};
@@ -144,7 +144,7 @@ impl FromStr for Arrivals {
 
 impl Arrivals {
     /// The arrival times in microseconds, sorted.
-    pub fn times_us(&self, rng: &mut StdRng) -> Result<Vec<u64>, SimError> {
+    pub fn times_us(&self, rng: &mut SmallRng) -> Result<Vec<u64>, SimError> {
         let mut times = match self {
             Arrivals::Burst(n) => vec![0; usize::try_from(*n).unwrap_or(usize::MAX)],
             Arrivals::Poisson { rate_per_s, secs } => poisson(rng, None, *rate_per_s, *secs),
@@ -185,7 +185,12 @@ impl Arrivals {
 }
 
 /// Poisson arrivals at rate `peak`, or at `rate(t)` ≤ `peak` by thinning.
-fn poisson(rng: &mut StdRng, rate: Option<&dyn Fn(f64) -> f64>, peak: f64, secs: f64) -> Vec<u64> {
+fn poisson(
+    rng: &mut SmallRng,
+    rate: Option<&dyn Fn(f64) -> f64>,
+    peak: f64,
+    secs: f64,
+) -> Vec<u64> {
     let mut times = Vec::with_capacity((peak * secs) as usize + 16);
     if peak <= 0.0 {
         return times;
@@ -202,7 +207,7 @@ fn poisson(rng: &mut StdRng, rate: Option<&dyn Fn(f64) -> f64>, peak: f64, secs:
     }
 }
 
-fn exp_sample(rng: &mut StdRng, mean: f64) -> f64 {
+fn exp_sample(rng: &mut SmallRng, mean: f64) -> f64 {
     // 1 - u is in (0, 1], so the log is finite.
     -mean * (1.0 - rng.random::<f64>()).ln()
 }
@@ -238,7 +243,7 @@ impl FromStr for Service {
 }
 
 impl Service {
-    fn sample_us(self, rng: &mut StdRng) -> u64 {
+    fn sample_us(self, rng: &mut SmallRng) -> u64 {
         let secs = match self {
             Service::Fixed(s) => s,
             Service::Exponential(mean) => exp_sample(rng, mean),
@@ -322,7 +327,7 @@ enum Event {
 
 struct Sim<'a> {
     scenario: &'a Scenario,
-    rng: StdRng,
+    rng: SmallRng,
     now: u64,
     queue: VecDeque<u64>,
     state: Vec<State>,
@@ -463,7 +468,7 @@ pub fn run_policy(scenario: &Scenario, policy: &Policy, arrivals_us: &[u64]) -> 
         scenario,
         // Service times draw from their own stream, so every policy gets the same ones
         // in the same order of service.
-        rng: StdRng::seed_from_u64(scenario.seed ^ 0x5e4_71ce_u64),
+        rng: SmallRng::seed_from_u64(scenario.seed ^ 0x5e4_71ce_u64),
         now: 0,
         queue: VecDeque::new(),
         state: Vec::new(),
@@ -573,7 +578,7 @@ pub fn run_policy(scenario: &Scenario, policy: &Policy, arrivals_us: &[u64]) -> 
 
 /// Runs every policy over the same arrivals.
 pub fn compare(scenario: &Scenario, policies: &[Policy]) -> Result<Vec<Outcome>, SimError> {
-    let mut rng = StdRng::seed_from_u64(scenario.seed);
+    let mut rng = SmallRng::seed_from_u64(scenario.seed);
     let arrivals = scenario.arrivals.times_us(&mut rng)?;
     Ok(policies
         .iter()
@@ -847,7 +852,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trace.txt");
         std::fs::write(&path, "# arrivals\n0.5\n0\n2.25 # late\n").unwrap();
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = SmallRng::seed_from_u64(1);
         let t = Arrivals::Trace(path.display().to_string())
             .times_us(&mut rng)
             .unwrap();
@@ -898,7 +903,7 @@ mod tests {
                 seed,
                 ..scenario(Arrivals::Burst(0))
             };
-            let mut rng = StdRng::seed_from_u64(seed);
+            let mut rng = SmallRng::seed_from_u64(seed);
             let mut arrivals = s.arrivals.times_us(&mut rng).unwrap();
             arrivals.extend(std::iter::repeat_n(0, burst as usize));
             arrivals.sort_unstable();
