@@ -218,6 +218,8 @@ fn latency_histogram_svg(s: &Summary) -> Result<String, WorkloadError> {
             .configure_mesh()
             .x_desc("latency (ms)")
             .y_desc("requests")
+            .axis_desc_style(("sans-serif", 14))
+            .label_style(("sans-serif", 12))
             .draw()?;
         chart.draw_series(
             counts
@@ -272,6 +274,8 @@ fn completions_svg(s: &Summary) -> Result<String, WorkloadError> {
             .configure_mesh()
             .x_desc("time since start (s)")
             .y_desc("requests")
+            .axis_desc_style(("sans-serif", 14))
+            .label_style(("sans-serif", 12))
             .draw()?;
         chart
             .draw_series(LineSeries::new(answered, GREEN.stroke_width(2)))?

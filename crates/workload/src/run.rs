@@ -475,8 +475,16 @@ fn transport_failure(err: &reqwest::Error) -> Failure {
     } else {
         ErrorKind::Transport
     };
-    let mut detail = err.to_string();
+    // reqwest's own message ("error sending request for url (…)") says nothing the
+    // record does not; the causes say what happened.
     let mut source = std::error::Error::source(err);
+    let mut detail = match source {
+        Some(cause) => {
+            source = cause.source();
+            cause.to_string()
+        }
+        None => err.to_string(),
+    };
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         // hyper and reqwest sometimes repeat the inner message in the outer one.

@@ -182,13 +182,13 @@ impl Summary {
 
     fn write_table(&self, t: &mut String) -> std::fmt::Result {
         writeln!(t, "workload against {}", self.url)?;
-        let row = |t: &mut String, name: &str, value: String| writeln!(t, "  {name:<14}{value}");
+        let row = |t: &mut String, name: &str, value: String| writeln!(t, "  {name:<18}{value}");
         row(t, "planned", self.planned.to_string())?;
         row(t, "sent", self.sent.to_string())?;
         row(t, "answered", self.answered.to_string())?;
         row(t, "failed", self.failed.to_string())?;
         for (kind, count) in &self.errors {
-            writeln!(t, "    {kind:<12}{count}")?;
+            writeln!(t, "    {kind:<16}{count}")?;
         }
         row(t, "retries", self.retries.to_string())?;
         row(t, "elapsed", format!("{:.2} s", self.elapsed_secs))?;
@@ -264,7 +264,7 @@ impl Latency {
         let n = sample.len();
         Some(Self {
             min: sample[0],
-            mean: sample.iter().sum::<f64>() / n as f64,
+            mean: (sample.iter().sum::<f64>() / n as f64 * 1000.0).round() / 1000.0,
             p50: percentile(&sample, 50.0),
             p90: percentile(&sample, 90.0),
             p99: percentile(&sample, 99.0),
@@ -319,8 +319,18 @@ impl Accuracy {
     }
 }
 
+/// Milliseconds, to the microsecond.
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    d.as_micros() as f64 / 1000.0
+}
+
+/// Whether a line of `table` is `row` (words separated by any run of spaces): table
+/// tests should not depend on column widths.
+#[cfg(test)]
+pub(crate) fn has_row(table: &str, row: &str) -> bool {
+    table
+        .lines()
+        .any(|l| l.split_whitespace().eq(row.split_whitespace()))
 }
 
 #[cfg(test)]
@@ -388,7 +398,8 @@ mod tests {
         assert_eq!(a.fraction, 0.5);
         assert_eq!(a.wrong[0].name, "b.png");
         let table = s.table();
-        assert!(table.contains("HTTP 503    2"), "{table}");
+        assert!(has_row(&table, "HTTP 503 2"), "{table}");
+        assert!(has_row(&table, "failed 3"), "{table}");
         assert!(table.contains("1/2 correct (50.0 %)"), "{table}");
         assert!(table.contains("#4 e.png  connect error  why"), "{table}");
         let json = serde_json::to_value(&s).unwrap();
