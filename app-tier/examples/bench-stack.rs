@@ -2,7 +2,7 @@
 //!
 //! Starts the web tier and W app-tier processes (release binaries) on a fresh local state
 //! directory, then alternates, `--repeats` times:
-//! - a **burst** of N concurrent uploads through the stack, against the same N images
+//! - a **burst** of N concurrent uploads through the stack (sent by the workload generator), against the same N images
 //!   classified by W in-process sessions with the same threads (the raw throughput);
 //! - at **low load**, each image uploaded alone, against the same image classified alone by
 //!   one session (the raw latency).
@@ -120,24 +120,20 @@ async fn post(client: &reqwest::Client, url: &str, name: &str, bytes: Vec<u8>) -
     start.elapsed()
 }
 
-async fn stack_burst(
-    client: &reqwest::Client,
-    url: &str,
-    uploads: &[(String, Vec<u8>)],
-) -> Duration {
-    let start = Instant::now();
-    let tasks: Vec<_> = uploads
-        .iter()
-        .cloned()
-        .map(|(name, bytes)| {
-            let (client, url) = (client.clone(), url.to_owned());
-            tokio::spawn(async move { post(&client, &url, &name, bytes).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    start.elapsed()
+/// The burst through the stack, driven by the workload generator (`iras-workload`): every
+/// upload at once, every answer checked.
+async fn stack_burst(url: &str, uploads: &[iras_workload::Image]) -> Duration {
+    let mut config =
+        iras_workload::Config::new(url, iras_workload::Load::Count(uploads.len() as u64)).unwrap();
+    config.concurrency = NonZeroUsize::new(uploads.len()).unwrap_or(NonZeroUsize::MIN);
+    let summary = iras_workload::run(&config, uploads).await.unwrap();
+    assert_eq!(
+        summary.answered,
+        uploads.len() as u64,
+        "{}",
+        summary.table()
+    );
+    Duration::from_secs_f64(summary.elapsed_secs)
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -176,14 +172,17 @@ async fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let threads = (cpus / w).max(1);
     let photos = photos();
-    let uploads: Vec<(String, Vec<u8>)> = (0..args.images)
+    let uploads: Vec<iras_workload::Image> = (0..args.images)
         .map(|i| {
             let (name, bytes) = &photos[i % photos.len()];
             let ext = Path::new(name).extension().unwrap().to_string_lossy();
-            (format!("test_{i}.{ext}"), bytes.clone())
+            iras_workload::Image {
+                name: format!("test_{i}.{ext}"),
+                bytes: bytes.clone(),
+            }
         })
         .collect();
-    let raw_images: Vec<Vec<u8>> = uploads.iter().map(|(_, b)| b.clone()).collect();
+    let raw_images: Vec<Vec<u8>> = uploads.iter().map(|u| u.bytes.clone()).collect();
 
     // The stack: web tier + W app tiers on a fresh state directory.
     let state = tempfile::tempdir().unwrap();
@@ -223,7 +222,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm-up: every process runs its first inference.
-    stack_burst(&client, &url, &uploads[..(4 * w).min(uploads.len())]).await;
+    stack_burst(&url, &uploads[..(4 * w).min(uploads.len())]).await;
 
     let mut sessions: Vec<Classifier> = (0..w).map(|_| classifier(threads)).collect();
     raw_burst(&mut sessions, &raw_images[..w.min(raw_images.len())]);
@@ -240,7 +239,7 @@ async fn main() {
     for round in 1..=args.repeats {
         let raw = raw_burst(&mut sessions, &raw_images);
         let before = cpu_now();
-        let stack = stack_burst(&client, &url, &uploads).await;
+        let stack = stack_burst(&url, &uploads).await;
         for ((sum, after), before) in burst_cpu.iter_mut().zip(cpu_now()).zip(before) {
             *sum += after - before;
         }
