@@ -137,7 +137,7 @@ def main() -> int:
         for e in events:
             if "FAILED" in e.get("ResourceStatus", ""):
                 print("      ", e["LogicalResourceId"], e.get("ResourceStatusReason"))
-        print(f"{c.passed} passed, {c.failed} failed")
+        print(f"moto-deploy: {c.passed} passed, {c.failed} failed")
         return 1
     # What moto really created: it skips resource types it does not support (with a warning
     # in its log). The known gaps are listed; anything else missing is a failure.
@@ -319,7 +319,7 @@ def main() -> int:
                 }.items()
             )
         )
-    print(f"{c.passed} passed, {c.failed} failed")
+    print(f"moto-deploy: {c.passed} passed, {c.failed} failed")
     return 0 if c.failed == 0 else 1
 
 
