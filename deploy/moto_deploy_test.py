@@ -273,7 +273,11 @@ def main() -> int:
     web_by_sid = {s["Sid"]: s for s in statements(web)}
     run = web_by_sid["RunTaggedAppTierInstances"]
     c.check("web role: RunInstances only with the stack tag",
-            run["Condition"]["StringEquals"].get("aws:RequestTag/iras:stack") == stack, run)  # fmt: skip
+            run["Condition"]["StringEquals"].get("aws:RequestTag/iras:stack") == stack
+            and run["Condition"]["StringEquals"].get("aws:RequestTag/iras:role") == "app-tier"
+            and run["Condition"]["StringEquals"].get("ec2:InstanceProfile", "").endswith(
+                out["AppTierInstanceProfileName"]),
+            run)  # fmt: skip
     term = web_by_sid["TerminateOnlyThisStacksInstances"]
     c.check("web role: TerminateInstances only on this stack's app tiers",
             term["Condition"]["StringEquals"].get("aws:ResourceTag/iras:stack") == stack
