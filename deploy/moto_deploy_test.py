@@ -1,0 +1,331 @@
+"""Deploys deploy/cloudformation/iras.yaml against a moto server and checks what it created.
+
+Run by scripts/check-deploy with the moto venv's Python (it has boto3):
+
+    python deploy/moto_deploy_test.py --endpoint http://127.0.0.1:PORT [--env-out FILE]
+
+The stack is created without AmiId, so everything but the web instance (queues, dead-letter
+queues, buckets, bucket policies, roles, instance profiles, security groups) is deployed.
+Then every resource is read back from its own service (not from CloudFormation) and checked:
+redrive policies, SSE, public access blocks, encryption, policy statements, ingress rules.
+With --env-out it writes the stack's queue URLs and bucket names as an env file the tiers
+can run against. Prints one line per check and a closing 'N passed, N failed' line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import unquote
+
+import boto3
+
+TEMPLATE = Path(__file__).resolve().parent / "cloudformation" / "iras.yaml"
+REGION = "us-east-1"
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, what: str, ok: bool, detail: object = "") -> None:
+        if ok:
+            self.passed += 1
+            print(f"ok    {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL  {what}: {detail}")
+
+
+def client(service: str, endpoint: str):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def template() -> dict:
+    """The template as plain data; intrinsic-function tags (!Ref, !Sub...) become values."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_mapping(node, deep=True)
+
+    Loader.add_multi_constructor("!", any_tag)
+    return yaml.load(TEMPLATE.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+
+
+def statements(doc) -> list[dict]:
+    if isinstance(doc, str):
+        doc = unquote(doc)
+        try:
+            doc = json.loads(doc)
+        except json.JSONDecodeError:
+            # moto returns an inline role policy made by CloudFormation as a Python repr.
+            doc = ast.literal_eval(doc)
+    st = doc["Statement"]
+    return st if isinstance(st, list) else [st]
+
+
+def as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def actions_by_sid(doc) -> dict[str, set[str]]:
+    return {s.get("Sid", ""): set(as_list(s["Action"])) for s in statements(doc)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--env-out")
+    args = ap.parse_args()
+    c = Checks()
+
+    cfn = client("cloudformation", args.endpoint)
+    ec2 = client("ec2", args.endpoint)
+    sqs = client("sqs", args.endpoint)
+    s3 = client("s3", args.endpoint)
+    iam = client("iam", args.endpoint)
+
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])[
+        "Subnets"
+    ][0]
+    stack = f"iras-check-{uuid.uuid4().hex[:8]}"
+    cidr = "203.0.113.0/24"
+    port = "8000"
+    cfn.create_stack(
+        StackName=stack,
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "VpcId", "ParameterValue": vpc["VpcId"]},
+            {"ParameterKey": "SubnetId", "ParameterValue": subnet["SubnetId"]},
+            {"ParameterKey": "HttpCidr", "ParameterValue": cidr},
+            {"ParameterKey": "HttpPort", "ParameterValue": port},
+            {"ParameterKey": "MaxReceiveCount", "ParameterValue": "4"},
+        ],
+    )
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline:
+        desc = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+        status = desc["StackStatus"]
+        if not status.endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.5)
+    c.check(f"stack {stack} created", status == "CREATE_COMPLETE", status)
+    if status != "CREATE_COMPLETE":
+        events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
+        for e in events:
+            if "FAILED" in e.get("ResourceStatus", ""):
+                print("      ", e["LogicalResourceId"], e.get("ResourceStatusReason"))
+        print(f"moto-deploy: {c.passed} passed, {c.failed} failed")
+        return 1
+    # What moto really created: it skips resource types it does not support (with a warning
+    # in its log). The known gaps are listed; anything else missing is a failure.
+    created = {
+        r["LogicalResourceId"]
+        for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+        if r.get("LogicalResourceId") and r.get("ResourceStatus") == "CREATE_COMPLETE"
+    }
+    declared = {
+        k for k, v in template()["Resources"].items() if v.get("Condition") != "HasAmi"
+    }
+    moto_gaps = {"InputBucketPolicy", "OutputBucketPolicy"}
+    c.check(
+        "every resource but the web instance created (moto lacks AWS::S3::BucketPolicy)",
+        declared - created <= moto_gaps,
+        sorted(declared - created),
+    )
+    out = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
+    expected_outputs = {
+        "RequestQueueUrl", "ResponseQueueUrl", "RequestDeadLetterQueueUrl",
+        "ResponseDeadLetterQueueUrl", "InputBucketName", "OutputBucketName",
+        "AppTierInstanceProfileName", "AppTierInstanceProfileArn", "WebInstanceProfileName",
+        "WebSecurityGroupId", "AppSecurityGroupId",
+    }  # fmt: skip
+    c.check("outputs present", expected_outputs <= set(out), expected_outputs - set(out))
+    c.check("no web instance without AmiId", "WebInstanceId" not in out, out.get("WebInstanceId"))
+
+    # Queues: SSE, redrive to their own dead-letter queue after MaxReceiveCount receives.
+    for q, dlq in (("RequestQueueUrl", "RequestDeadLetterQueueUrl"),
+                   ("ResponseQueueUrl", "ResponseDeadLetterQueueUrl")):  # fmt: skip
+        attrs = sqs.get_queue_attributes(QueueUrl=out[q], AttributeNames=["All"])["Attributes"]
+        dlq_attrs = sqs.get_queue_attributes(QueueUrl=out[dlq], AttributeNames=["All"])[
+            "Attributes"
+        ]
+        redrive = json.loads(attrs.get("RedrivePolicy", "{}"))
+        c.check(
+            f"{q}: redrive to its DLQ after 4 receives",
+            redrive.get("deadLetterTargetArn") == dlq_attrs["QueueArn"]
+            and int(redrive.get("maxReceiveCount", 0)) == 4,
+            redrive,
+        )
+        for name, a in ((q, attrs), (dlq, dlq_attrs)):
+            c.check(
+                f"{name}: SqsManagedSseEnabled",
+                str(a.get("SqsManagedSseEnabled", "")).lower() == "true",
+                a.get("SqsManagedSseEnabled"),
+            )
+
+    # The redrive really works: a message received 4 times lands in the dead-letter queue.
+    rq, rdlq = out["RequestQueueUrl"], out["RequestDeadLetterQueueUrl"]
+    sqs.send_message(QueueUrl=rq, MessageBody="poison")
+    for _ in range(4):
+        sqs.receive_message(QueueUrl=rq, VisibilityTimeout=0, WaitTimeSeconds=1)
+    sqs.receive_message(QueueUrl=rq, VisibilityTimeout=0, WaitTimeSeconds=1)
+    moved = sqs.receive_message(QueueUrl=rdlq, WaitTimeSeconds=2).get("Messages", [])
+    c.check("a message received 4 times moves to the DLQ", [m["Body"] for m in moved] == ["poison"],
+            moved)  # fmt: skip
+
+    # Buckets: Block Public Access (all four), default encryption, TLS-only policy.
+    for b in ("InputBucketName", "OutputBucketName"):
+        name = out[b]
+        pab_keys = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls",
+                    "RestrictPublicBuckets")  # fmt: skip
+        try:
+            pab = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+            c.check(f"{b}: public access fully blocked", all(pab.get(k) for k in pab_keys), pab)
+        except s3.exceptions.ClientError as e:
+            if "NoSuchPublicAccessBlockConfiguration" not in str(e):
+                raise
+            # moto 5.2.5 applies only BucketEncryption and Tags of an AWS::S3::Bucket made by
+            # CloudFormation; the block is then checked where it is declared, the template.
+            logical = b.removesuffix("Name")
+            pab = template()["Resources"][logical]["Properties"]["PublicAccessBlockConfiguration"]
+            c.check(f"{b}: public access fully blocked (in the template: moto's CloudFormation "
+                    "does not apply PublicAccessBlockConfiguration)",
+                    all(pab.get(k) is True for k in pab_keys), pab)  # fmt: skip
+        enc = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]
+        algo = enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        c.check(f"{b}: default encryption", algo == "AES256", enc)
+        if f"{b.removesuffix('Name')}Policy" in created:
+            pol = statements(s3.get_bucket_policy(Bucket=name)["Policy"])
+            where = ""
+        else:
+            logical = f"{b.removesuffix('Name')}Policy"
+            pol = statements(template()["Resources"][logical]["Properties"]["PolicyDocument"])
+            where = " (in the template: moto does not create AWS::S3::BucketPolicy)"
+        c.check(
+            f"{b}: policy denies plain HTTP{where}",
+            any(s["Effect"] == "Deny" and "aws:SecureTransport" in json.dumps(s) for s in pol),
+            pol,
+        )
+
+    # Roles and instance profiles: exactly the actions the issue allows.
+    def role_policy(profile_output: str) -> dict:
+        prof = iam.get_instance_profile(InstanceProfileName=out[profile_output])
+        roles = prof["InstanceProfile"]["Roles"]
+        c.check(f"{profile_output}: one role", len(roles) == 1, roles)
+        trust = statements(roles[0]["AssumeRolePolicyDocument"])
+        c.check(
+            f"{profile_output}: role assumable by EC2 only",
+            [s["Principal"] for s in trust] == [{"Service": "ec2.amazonaws.com"}],
+            trust,
+        )
+        names = iam.list_role_policies(RoleName=roles[0]["RoleName"])["PolicyNames"]
+        attached = iam.list_attached_role_policies(RoleName=roles[0]["RoleName"])
+        c.check(f"{profile_output}: no managed policies", not attached["AttachedPolicies"],
+                attached)  # fmt: skip
+        doc = iam.get_role_policy(RoleName=roles[0]["RoleName"], PolicyName=names[0])
+        return doc["PolicyDocument"]
+
+    app = role_policy("AppTierInstanceProfileName")
+    app_actions = set().union(*actions_by_sid(app).values())
+    c.check(
+        "app role: only its queue and bucket actions",
+        app_actions == {
+            "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage",
+            "s3:PutObject", "s3:GetObject", "s3:ListBucket",
+        },
+        app_actions,
+    )  # fmt: skip
+    app_by_sid = {s["Sid"]: s for s in statements(app)}
+    c.check("app role: sends only to the response queue",
+            app_by_sid["SendResponses"]["Resource"].endswith(out["ResponseQueueUrl"].rsplit("/", 1)[1]),
+            app_by_sid["SendResponses"])  # fmt: skip
+    c.check("app role: reads only the input bucket (claim checks)",
+            as_list(app_by_sid["ReadClaimChecks"]["Resource"]) == [f"arn:aws:s3:::{out['InputBucketName']}/*"],
+            app_by_sid["ReadClaimChecks"])  # fmt: skip
+    c.check("app role: nothing outside SQS and S3",
+            all(a.split(":")[0] in ("sqs", "s3") for a in app_actions), app_actions)  # fmt: skip
+
+    web = role_policy("WebInstanceProfileName")
+    web_by_sid = {s["Sid"]: s for s in statements(web)}
+    run = web_by_sid["RunTaggedAppTierInstances"]
+    c.check("web role: RunInstances only with the stack tag",
+            run["Condition"]["StringEquals"].get("aws:RequestTag/iras:stack") == stack
+            and run["Condition"]["StringEquals"].get("aws:RequestTag/iras:role") == "app-tier"
+            and run["Condition"]["StringEquals"].get("ec2:InstanceProfile", "").endswith(
+                out["AppTierInstanceProfileName"]),
+            run)  # fmt: skip
+    term = web_by_sid["TerminateOnlyThisStacksInstances"]
+    c.check("web role: TerminateInstances only on this stack's app tiers",
+            term["Condition"]["StringEquals"].get("aws:ResourceTag/iras:stack") == stack
+            and term["Condition"]["StringEquals"].get("aws:ResourceTag/iras:role") == "app-tier",
+            term)  # fmt: skip
+    tag = web_by_sid["TagOnlyAtLaunch"]
+    c.check("web role: CreateTags only within RunInstances",
+            tag["Condition"]["StringEquals"].get("ec2:CreateAction") == "RunInstances", tag)  # fmt: skip
+    pr = web_by_sid["PassOnlyTheAppTierRole"]
+    app_role = iam.get_instance_profile(InstanceProfileName=out["AppTierInstanceProfileName"])[
+        "InstanceProfile"]["Roles"][0]["Arn"]  # fmt: skip
+    c.check("web role: PassRole for the app-tier role only", pr["Resource"] == app_role, pr)
+    wildcard = [s["Sid"] for s in statements(web) if as_list(s["Resource"]) == ["*"]]
+    c.check("web role: '*' only for DescribeInstances", wildcard == ["DescribeInstances"], wildcard)
+
+    # Security groups: web takes HTTP from the CIDR only; app takes nothing.
+    sgs = {
+        g["GroupId"]: g
+        for g in ec2.describe_security_groups(
+            GroupIds=[out["WebSecurityGroupId"], out["AppSecurityGroupId"]]
+        )["SecurityGroups"]
+    }
+    web_in = sgs[out["WebSecurityGroupId"]]["IpPermissions"]
+    c.check(
+        "web SG: only the HTTP port from HttpCidr",
+        [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in web_in]
+        == [(int(port), int(port), [cidr])],
+        web_in,
+    )
+    app_in = sgs[out["AppSecurityGroupId"]]["IpPermissions"]
+    c.check("app SG: no inbound rule", app_in == [], app_in)
+
+    if args.env_out:
+        Path(args.env_out).write_text(
+            "".join(
+                f"{k}={v}\n"
+                for k, v in {
+                    "IRAS_STACK_NAME": stack,
+                    "IRAS_REQUEST_QUEUE": out["RequestQueueUrl"],
+                    "IRAS_RESPONSE_QUEUE": out["ResponseQueueUrl"],
+                    "IRAS_INPUT_BUCKET": out["InputBucketName"],
+                    "IRAS_OUTPUT_BUCKET": out["OutputBucketName"],
+                }.items()
+            )
+        )
+    print(f"moto-deploy: {c.passed} passed, {c.failed} failed")
+    return 0 if c.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
