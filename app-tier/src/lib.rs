@@ -182,9 +182,6 @@ pub fn sessions_and_threads(
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what systemd and the local fleet send).
-pub use iras_service::shutdown_signal;
-
 #[cfg(test)]
 mod tests {
     use super::*;
