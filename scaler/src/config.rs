@@ -359,6 +359,8 @@ impl RunArgs {
                     ),
                     None => None,
                 },
+                root_device_name: None,
+                root_volume_gib: None,
             }),
             None => {
                 anyhow::ensure!(

@@ -38,6 +38,9 @@ async fn launched_instances_carry_their_name_stack_tags_and_user_data() {
             instance_profile: None,
             key_name: None,
             user_data: Some(USER_DATA.into()),
+            // moto, unlike EC2, refuses a root mapping with neither a size nor a snapshot.
+            root_device_name: None,
+            root_volume_gib: Some(16),
         }),
     };
     let fleet = cloud.fleet(spec).await.unwrap();
