@@ -111,6 +111,8 @@ def main() -> int:
     stack = f"iras-check-{uuid.uuid4().hex[:8]}"
     cidr = "203.0.113.0/24"
     port = "8000"
+    # Not the default, so the check below sees the parameter reach the web role's policy.
+    app_type = "t3.nano"
     cfn.create_stack(
         StackName=stack,
         TemplateBody=TEMPLATE.read_text(),
@@ -121,6 +123,7 @@ def main() -> int:
             {"ParameterKey": "HttpCidr", "ParameterValue": cidr},
             {"ParameterKey": "HttpPort", "ParameterValue": port},
             {"ParameterKey": "MaxReceiveCount", "ParameterValue": "4"},
+            {"ParameterKey": "AppInstanceType", "ParameterValue": app_type},
         ],
     )
     deadline = time.monotonic() + 60
@@ -278,6 +281,21 @@ def main() -> int:
             and run["Condition"]["StringEquals"].get("ec2:InstanceProfile", "").endswith(
                 out["AppTierInstanceProfileName"]),
             run)  # fmt: skip
+    c.check(f"web role: RunInstances only as {app_type} with IMDSv2 required",
+            run["Condition"]["StringEquals"].get("ec2:InstanceType") == app_type
+            and run["Condition"]["StringEquals"].get("ec2:MetadataHttpTokens") == "required",
+            run)  # fmt: skip
+    account = client("sts", args.endpoint).get_caller_identity()["Account"]
+    volume_arn = f"arn:aws:ec2:{REGION}:{account}:volume/*"
+    vol = web_by_sid.get("RunOnlyWithEncryptedVolumes", {})
+    c.check("web role: RunInstances creates only encrypted volumes",
+            as_list(vol.get("Resource")) == [volume_arn]
+            and str(vol.get("Condition", {}).get("Bool", {}).get("ec2:Encrypted")).lower() == "true",
+            vol)  # fmt: skip
+    granted_volumes = [s.get("Sid") for s in statements(web)
+                       if any(r.endswith(":volume/*") for r in as_list(s["Resource"]))]  # fmt: skip
+    c.check("web role: volumes granted by that statement only",
+            granted_volumes == ["RunOnlyWithEncryptedVolumes"], granted_volumes)  # fmt: skip
     term = web_by_sid["TerminateOnlyThisStacksInstances"]
     c.check("web role: TerminateInstances only on this stack's app tiers",
             term["Condition"]["StringEquals"].get("aws:ResourceTag/iras:stack") == stack

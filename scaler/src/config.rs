@@ -67,6 +67,10 @@ pub mod env {
     pub const KEY_NAME: &str = "IRAS_SCALER_KEY_NAME";
     /// EC2: user-data file.
     pub const USER_DATA_FILE: &str = "IRAS_SCALER_USER_DATA_FILE";
+    /// EC2: the AMI's root device name.
+    pub const ROOT_DEVICE_NAME: &str = "IRAS_SCALER_ROOT_DEVICE_NAME";
+    /// EC2: root volume size in GiB.
+    pub const ROOT_VOLUME_GIB: &str = "IRAS_SCALER_ROOT_VOLUME_GIB";
 }
 
 /// Command line of the `scaler` binary.
@@ -274,6 +278,17 @@ pub struct FleetArgs {
     /// EC2: cloud-init user-data file.
     #[arg(long, env = env::USER_DATA_FILE)]
     pub user_data_file: Option<PathBuf>,
+    /// EC2: device name of the AMI's root volume (e.g. `/dev/sda1` on Ubuntu, `/dev/xvda` on
+    /// Amazon Linux). Every instance gets an encrypted gp3 root volume on this device, so it
+    /// must be the AMI's own. Default: asked from EC2 (`DescribeImages`) on the first
+    /// launch; set it when the scaler's role may not describe images.
+    #[arg(long, env = env::ROOT_DEVICE_NAME)]
+    pub root_device_name: Option<String>,
+    /// EC2: size of each instance's root volume in GiB (1 to 16384, at least the AMI's
+    /// snapshot size). Default: the AMI's snapshot size.
+    #[arg(long, env = env::ROOT_VOLUME_GIB,
+          value_parser = clap::value_parser!(i32).range(1..=i64::from(iras_cloud::spec::MAX_GP3_VOLUME_GIB)))]
+    pub root_volume_gib: Option<i32>,
     /// Local fleet: arguments passed to `app-tier serve` after `--`.
     #[arg(last = true)]
     pub app_tier_args: Vec<String>,
@@ -359,6 +374,8 @@ impl RunArgs {
                     ),
                     None => None,
                 },
+                root_device_name: f.root_device_name.clone(),
+                root_volume_gib: f.root_volume_gib,
             }),
             None => {
                 anyhow::ensure!(
@@ -513,5 +530,26 @@ mod tests {
         assert_eq!(t.scale_in_cooldown, Duration::from_secs(60));
         assert!(p.parse_spec("bogus").is_err());
         assert!(Cli::try_parse_from(["scaler", "run", "--tag", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn root_volume_flags_reach_the_launch_spec() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["scaler", "run", "--backend", "aws", "--ami", "ami-1"];
+            argv.extend_from_slice(extra);
+            let Command::Run(args) = Cli::try_parse_from(argv)?.command else {
+                panic!("not run")
+            };
+            Ok::<_, clap::Error>(args.config().unwrap().fleet.ec2.unwrap())
+        };
+        // Unset: the fleet takes both from the AMI.
+        let ec2 = run(&[]).unwrap();
+        assert_eq!(ec2.root_device_name, None);
+        assert_eq!(ec2.root_volume_gib, None);
+        let ec2 = run(&["--root-device-name", "/dev/xvda", "--root-volume-gib", "16"]).unwrap();
+        assert_eq!(ec2.root_device_name.as_deref(), Some("/dev/xvda"));
+        assert_eq!(ec2.root_volume_gib, Some(16));
+        assert!(run(&["--root-volume-gib", "0"]).is_err());
+        assert!(run(&["--root-volume-gib", "16385"]).is_err());
     }
 }

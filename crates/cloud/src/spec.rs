@@ -91,7 +91,17 @@ pub struct Ec2Launch {
     pub key_name: Option<String>,
     /// cloud-init user data (plain text; the backend base64-encodes it).
     pub user_data: Option<String>,
+    /// Device name of the AMI's root volume (`/dev/sda1` on Ubuntu, `/dev/xvda` on Amazon
+    /// Linux). The launch maps this device to an encrypted gp3 volume, so it must be the
+    /// AMI's own root device: a different name would add a second volume and leave the
+    /// root as the AMI has it. When unset, the backend asks EC2 (`DescribeImages`) once.
+    pub root_device_name: Option<String>,
+    /// Size of the root volume in GiB (when unset: the size of the AMI's snapshot).
+    pub root_volume_gib: Option<i32>,
 }
+
+/// Largest gp3 volume EC2 creates, in GiB.
+pub const MAX_GP3_VOLUME_GIB: i32 = 16_384;
 
 /// When a tier creates the stack's queues and buckets at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

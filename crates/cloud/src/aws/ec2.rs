@@ -24,6 +24,13 @@
 //!   [`RECENT_LAUNCH_TTL`], and `list` adds any of those EC2 does not show yet (as
 //!   pending). Launches are serialised within the fleet handle for the same reason: two
 //!   overlapping launches would pick the same free names.
+//! - **Every launch is hardened the same way, whatever the AMI.** `RunInstances` always
+//!   carries `MetadataOptions` requiring IMDSv2 (session tokens, hop limit 1) and a block
+//!   device mapping that makes the root volume an encrypted gp3 volume deleted with the
+//!   instance (the web instance's launch template asks for IMDSv2 and an encrypted gp3
+//!   root too), so no AMI setting can turn either off. A mapping only replaces
+//!   the root volume under the AMI's own root device name, so that name comes from the
+//!   launch spec or, when unset, from `DescribeImages`, asked once per fleet handle.
 //! - **State mapping.** EC2's `stopping` and `shutting-down` are [`InstanceState::Stopping`];
 //!   `stopped` and `terminated` are [`InstanceState::Terminated`] (a stopped app tier
 //!   serves nothing, and its name may be reused); a state this SDK does not know is counted
@@ -36,14 +43,15 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, InstanceStateName, InstanceType, ResourceType, Tag,
-    TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    ResourceType, Tag, TagSpecification, VolumeType,
 };
 
 use super::{Failure, malformed};
 use crate::error::{CloudError, Result};
 use crate::fleet::{Fleet, Instance, InstanceState, free_ordinals};
-use crate::spec::{Ec2Launch, FleetSpec};
+use crate::spec::{Ec2Launch, FleetSpec, MAX_GP3_VOLUME_GIB};
 
 const SERVICE: &str = "ec2";
 
@@ -54,6 +62,39 @@ pub(crate) const STACK_TAG: &str = "iras:stack";
 pub(crate) const RECENT_LAUNCH_TTL: Duration = Duration::from_secs(120);
 /// Longest client token EC2 accepts.
 const MAX_CLIENT_TOKEN_LEN: usize = 64;
+/// Hops an IMDSv2 token response may travel: 1 reaches processes on the instance but not
+/// a container behind a bridge or anything a packet is forwarded to, so only the instance
+/// itself can get a token for the instance role's credentials.
+const METADATA_HOP_LIMIT: i32 = 1;
+
+/// The instance metadata settings of every launch: IMDSv2 only. With `HttpTokens=required`
+/// the metadata service answers only requests that carry a session token from a `PUT`,
+/// which an SSRF through a `GET`-only proxy cannot obtain; IMDSv1 would hand the app tier's
+/// credentials to any such request. The endpoint stays enabled because the app tier's SDK
+/// reads its role credentials from it.
+fn metadata_options() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_put_response_hop_limit(METADATA_HOP_LIMIT)
+        .build()
+}
+
+/// The root volume of every launch: encrypted (with the account's default EBS key), gp3,
+/// deleted with the instance, of `size_gib` or else the AMI snapshot's size.
+fn root_volume(device_name: &str, size_gib: Option<i32>) -> BlockDeviceMapping {
+    BlockDeviceMapping::builder()
+        .device_name(device_name)
+        .ebs(
+            EbsBlockDevice::builder()
+                .encrypted(true)
+                .volume_type(VolumeType::Gp3)
+                .delete_on_termination(true)
+                .set_volume_size(size_gib)
+                .build(),
+        )
+        .build()
+}
 
 /// Maps an EC2 state name to ours (see the module docs).
 pub(crate) fn map_state(state: &InstanceStateName) -> InstanceState {
@@ -112,6 +153,10 @@ pub struct Ec2Fleet {
     /// Serialises `launch` calls on this handle, so two cannot pick the same free names.
     /// A tokio mutex because it is held across the EC2 calls of one launch.
     launching: Arc<tokio::sync::Mutex<()>>,
+    /// The AMI's root device name: the launch spec's, or looked up on the first launch and
+    /// kept (an AMI's root device never changes). A failed lookup is not kept, so the next
+    /// launch asks again.
+    root_device: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl Ec2Fleet {
@@ -132,13 +177,39 @@ impl Ec2Fleet {
                 "the fleet needs a stack name and an instance name prefix".into(),
             ));
         }
+        if let Some(gib) = launch.root_volume_gib
+            && !(1..=MAX_GP3_VOLUME_GIB).contains(&gib)
+        {
+            return Err(CloudError::Config(format!(
+                "the root volume size must be 1..={MAX_GP3_VOLUME_GIB} GiB, got {gib}"
+            )));
+        }
+        let root_device = match launch.root_device_name.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(CloudError::Config(
+                    "the root device name is empty (leave it unset to take the AMI's)".into(),
+                ));
+            }
+            Some(name) => tokio::sync::OnceCell::new_with(Some(name.to_owned())),
+            None => tokio::sync::OnceCell::new(),
+        };
         Ok(Self {
             client,
             spec,
             launch,
             recent: Arc::new(Mutex::new(HashMap::new())),
             launching: Arc::new(tokio::sync::Mutex::new(())),
+            root_device: Arc::new(root_device),
         })
+    }
+
+    /// The AMI's root device name (see [`Ec2Fleet::root_device`]).
+    async fn root_device_name(&self) -> Result<&str> {
+        let name = self
+            .root_device
+            .get_or_try_init(|| describe_root_device(&self.client, &self.launch.image_id))
+            .await?;
+        Ok(name.as_str())
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, RecentLaunch>> {
@@ -238,6 +309,7 @@ impl Ec2Fleet {
     /// One `RunInstances` for one named instance, with the given client token.
     async fn run_instance(&self, name: &str, token: &str) -> Result<Instance> {
         let l = &self.launch;
+        let root_device = self.root_device_name().await?;
         let profile = l.instance_profile.as_deref().map(|p| {
             let spec = IamInstanceProfileSpecification::builder();
             if p.starts_with("arn:") {
@@ -262,6 +334,8 @@ impl Ec2Fleet {
             .set_iam_instance_profile(profile)
             .set_key_name(l.key_name.clone())
             .set_user_data(l.user_data.as_deref().map(aws_smithy_types::base64::encode))
+            .metadata_options(metadata_options())
+            .block_device_mappings(root_volume(root_device, l.root_volume_gib))
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
@@ -288,6 +362,45 @@ impl Ec2Fleet {
                 .unwrap_or_else(SystemTime::now),
         })
     }
+}
+
+/// Asks EC2 for the root device name of `image_id`. An image EC2 does not know (or does
+/// not show this account) is a configuration error naming the AMI and the way out.
+async fn describe_root_device(client: &Client, image_id: &str) -> Result<String> {
+    let unknown = |why: &str| {
+        CloudError::Config(format!(
+            "cannot find the root device of AMI {image_id}: {why}; check the AMI id, \
+             or set the root device name (scaler: --root-device-name)"
+        ))
+    };
+    let output = client
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .map_err(|e| {
+            let failure = Failure::of(&e);
+            if failure.has_code(&["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]) {
+                unknown(&failure.message)
+            } else {
+                failure.into_error(SERVICE, "DescribeImages")
+            }
+        })?;
+    let image = output
+        .images()
+        .iter()
+        .find(|i| i.image_id() == Some(image_id))
+        .ok_or_else(|| unknown("EC2 lists no such image"))?;
+    let name = image
+        .root_device_name()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| unknown("the image has no root device name"))?;
+    tracing::debug!(
+        image = image_id,
+        root_device = name,
+        "looked up the AMI's root device"
+    );
+    Ok(name.to_owned())
 }
 
 #[async_trait]
@@ -443,6 +556,8 @@ mod tests {
                 instance_profile: None,
                 key_name: None,
                 user_data: Some("#!/bin/sh\n".into()),
+                root_device_name: Some("/dev/sda1".into()),
+                root_volume_gib: None,
             }),
         }
     }
@@ -474,6 +589,33 @@ mod tests {
             Err(CloudError::Config(_))
         ));
         assert!(Ec2Fleet::new(client, spec()).is_ok());
+    }
+
+    #[test]
+    fn root_volume_settings_are_checked() {
+        let client = offline_client("http://127.0.0.1:9");
+        let with = |device: Option<&str>, gib: Option<i32>| {
+            let mut s = spec();
+            if let Some(ec2) = s.ec2.as_mut() {
+                ec2.root_device_name = device.map(str::to_owned);
+                ec2.root_volume_gib = gib;
+            }
+            Ec2Fleet::new(client.clone(), s)
+        };
+        assert!(with(None, None).is_ok());
+        assert!(with(Some("/dev/xvda"), Some(1)).is_ok());
+        assert!(with(None, Some(MAX_GP3_VOLUME_GIB)).is_ok());
+        for (device, gib) in [
+            (Some(" "), None),
+            (None, Some(0)),
+            (None, Some(-8)),
+            (None, Some(MAX_GP3_VOLUME_GIB + 1)),
+        ] {
+            assert!(
+                matches!(with(device, gib), Err(CloudError::Config(_))),
+                "{device:?} {gib:?}"
+            );
+        }
     }
 
     #[test]
@@ -542,8 +684,10 @@ mod tests {
         assert!(fleet.recent().is_empty());
     }
 
-    /// A fake EC2 endpoint: answers `DescribeInstances` with an empty fleet and every
-    /// `RunInstances` with a 503, so the SDK retries it. Records each request body.
+    /// A fake EC2 endpoint: answers `DescribeInstances` with an empty fleet,
+    /// `DescribeImages` of `ami-1` with a root device of `/dev/xvda` (and of any other
+    /// image with nothing), and every `RunInstances` with a 503, so the SDK retries it.
+    /// Records each request body.
     async fn flaky_ec2() -> (String, Arc<Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -585,6 +729,20 @@ mod tests {
                         "200 OK",
                         "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
                          <requestId>r</requestId><reservationSet/></DescribeInstancesResponse>",
+                    )
+                } else if body.contains("Action=DescribeImages") {
+                    let known = form_value(&body, "ImageId.1").as_deref() == Some("ami-1");
+                    (
+                        "200 OK",
+                        if known {
+                            "<DescribeImagesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                             <requestId>r</requestId><imagesSet><item><imageId>ami-1</imageId>\
+                             <rootDeviceName>/dev/xvda</rootDeviceName></item></imagesSet>\
+                             </DescribeImagesResponse>"
+                        } else {
+                            "<DescribeImagesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                             <requestId>r</requestId><imagesSet/></DescribeImagesResponse>"
+                        },
                     )
                 } else {
                     (
@@ -662,7 +820,91 @@ mod tests {
             form_value(first, "UserData").as_deref(),
             Some("IyEvYmluL3NoCg%3D%3D")
         );
+        // IMDSv2 only, and an encrypted gp3 root volume of the AMI's size on the
+        // configured root device (no DescribeImages needed).
+        for (key, value) in [
+            ("MetadataOptions.HttpTokens", "required"),
+            ("MetadataOptions.HttpEndpoint", "enabled"),
+            ("MetadataOptions.HttpPutResponseHopLimit", "1"),
+            ("BlockDeviceMapping.1.DeviceName", "%2Fdev%2Fsda1"),
+            ("BlockDeviceMapping.1.Ebs.Encrypted", "true"),
+            ("BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+            ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "true"),
+        ] {
+            assert_eq!(
+                form_value(first, key).as_deref(),
+                Some(value),
+                "{key}: {first}"
+            );
+        }
+        assert_eq!(
+            form_value(first, "BlockDeviceMapping.1.Ebs.VolumeSize"),
+            None
+        );
+        assert_eq!(form_value(first, "BlockDeviceMapping.2.DeviceName"), None);
+        assert!(!bodies.iter().any(|b| b.contains("Action=DescribeImages")));
         // Nothing was recorded as launched.
         assert!(fleet.list().await.unwrap().is_empty());
+    }
+
+    /// Without a configured root device name the fleet asks `DescribeImages` once and maps
+    /// the device the AMI names; an AMI EC2 does not list is a configuration error, and no
+    /// instance is launched without its root mapping.
+    #[tokio::test]
+    async fn the_root_device_comes_from_the_ami_once() {
+        let (url, bodies) = flaky_ec2().await;
+        let mut with_lookup = spec();
+        if let Some(ec2) = with_lookup.ec2.as_mut() {
+            ec2.root_device_name = None;
+            ec2.root_volume_gib = Some(20);
+        }
+        let fleet = Ec2Fleet::new(offline_client(&url), with_lookup.clone()).unwrap();
+        fleet.launch(1).await.expect_err("503s exhaust the retries");
+        fleet.launch(1).await.expect_err("503s exhaust the retries");
+        {
+            let bodies = bodies.lock().unwrap();
+            let lookups = bodies
+                .iter()
+                .filter(|b| b.contains("Action=DescribeImages"))
+                .count();
+            assert_eq!(lookups, 1, "looked up once per fleet handle: {bodies:#?}");
+            let runs: Vec<&String> = bodies
+                .iter()
+                .filter(|b| b.contains("Action=RunInstances"))
+                .collect();
+            assert_eq!(runs.len(), 6);
+            for run in runs {
+                assert_eq!(
+                    form_value(run, "BlockDeviceMapping.1.DeviceName").as_deref(),
+                    Some("%2Fdev%2Fxvda")
+                );
+                assert_eq!(
+                    form_value(run, "BlockDeviceMapping.1.Ebs.VolumeSize").as_deref(),
+                    Some("20")
+                );
+            }
+        }
+
+        bodies.lock().unwrap().clear();
+        if let Some(ec2) = with_lookup.ec2.as_mut() {
+            ec2.image_id = "ami-unknown".into();
+        }
+        let fleet = Ec2Fleet::new(offline_client(&url), with_lookup).unwrap();
+        let err = fleet.launch(1).await.expect_err("unknown AMI");
+        assert!(matches!(err, CloudError::Config(_)), "{err}");
+        assert!(!err.is_retryable());
+        let message = err.to_string();
+        assert!(
+            message.contains("ami-unknown") && message.contains("--root-device-name"),
+            "{message}"
+        );
+        assert!(
+            !bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| b.contains("Action=RunInstances")),
+            "nothing launched without a root mapping"
+        );
     }
 }

@@ -97,6 +97,8 @@ impl TestEnv {
                 instance_profile: None,
                 key_name: None,
                 user_data: Some("#cloud-config\n{}\n".into()),
+                root_device_name: None,
+                root_volume_gib: Some(16),
             }),
         }
     }
