@@ -413,6 +413,9 @@ async fn burst_scales_out_and_back_to_zero(d: Deployment) {
     assert_all_labelled(&answers);
     assert!(peak >= 2, "scaled out (peak {peak})");
     assert!(peak <= MAX as usize, "never above max (peak {peak})");
+    if let Deployment::Aws { rehearsal, .. } = &d {
+        assert_launch_hardening(rehearsal).await;
+    }
 
     let names = d.names().await;
     let cloud = d.cloud().await;
@@ -439,6 +442,45 @@ async fn burst_scales_out_and_back_to_zero(d: Deployment) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     d.stop().await;
+}
+
+/// Every app-tier instance the scaler launched requires IMDSv2 and has an encrypted root
+/// volume, read back from EC2.
+async fn assert_launch_hardening(rehearsal: &Rehearsal) {
+    let launched = rehearsal.app_instances();
+    assert!(!launched.is_empty());
+    for i in launched {
+        let described = rehearsal
+            .ec2()
+            .describe_instances()
+            .instance_ids(&i.id)
+            .send()
+            .await
+            .unwrap();
+        let instance = &described.reservations()[0].instances()[0];
+        assert_eq!(
+            instance.metadata_options().and_then(|m| m.http_tokens()),
+            Some(&aws_sdk_ec2::types::HttpTokensState::Required),
+            "{}",
+            i.id
+        );
+        let volumes = rehearsal
+            .ec2()
+            .describe_volumes()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("attachment.instance-id")
+                    .values(&i.id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(!volumes.volumes().is_empty(), "{}", i.id);
+        for v in volumes.volumes() {
+            assert_eq!(v.encrypted(), Some(true), "{}", i.id);
+        }
+    }
 }
 
 /// One app tier SIGKILLed mid-burst: every request is still answered, nothing is
