@@ -513,8 +513,9 @@ async fn a_killed_app_tier_costs_a_redelivery_not_a_request(d: Deployment) {
     d.stop().await;
 }
 
-/// A poison request (bad base64) becomes one error result and is deleted; the course's
-/// own client (100 threads, field `myfile`) then gets its 100 answers.
+/// A poison request (bad base64) becomes one error result and is deleted; bad uploads get
+/// a 4xx with a reason; the course's own client (100 threads, field `myfile`) then gets
+/// its 100 answers.
 async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Deployment) {
     let names = d.names().await;
     let cloud = d.cloud().await;
@@ -541,6 +542,18 @@ async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Dep
         .send(OutgoingMessage::new(poison.encode().unwrap()))
         .await
         .unwrap();
+
+    // Bad input is refused with a reason before anything is queued.
+    let client = reqwest::Client::new();
+    for (bytes, status) in [(b"".to_vec(), 400), (b"not an image".to_vec(), 415)] {
+        let form = reqwest::multipart::Form::new().part(
+            "myfile",
+            reqwest::multipart::Part::bytes(bytes).file_name("bad.jpg"),
+        );
+        let r = client.post(d.url()).multipart(form).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        assert!(!r.text().await.unwrap().trim().is_empty(), "a reason");
+    }
 
     let folder = tempfile::tempdir().unwrap();
     let uploads = golden_uploads(100).unwrap();
@@ -574,7 +587,6 @@ async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Dep
     }
 
     // The poison's error result is served by id; nothing is cycling or dead-lettered.
-    let client = reqwest::Client::new();
     let mut last = (0, serde_json::Value::Null);
     for _ in 0..200 {
         let r = client
