@@ -125,7 +125,7 @@ pub struct InstanceStatus {
     pub ec2_state: String,
     /// The emulator's phase.
     pub phase: Phase,
-    /// Unix ms when first seen, and when its units started.
+    /// Unix ms when the emulator first saw it.
     pub seen_at_ms: u64,
     /// When its units were started.
     pub up_at_ms: Option<u64>,

@@ -326,9 +326,9 @@ impl Rehearsal {
             state_dir: state,
         };
         if let Err(e) = rehearsal.wait_for_web(o.boot_delay).await {
-            let _ = rehearsal.journal_tail(WEB_ROLE, "iras-web-tier.service", 20);
+            let journal = rehearsal.journal_tail(WEB_ROLE, "iras-web-tier.service", 20);
             rehearsal.stop().await.ok();
-            return Err(e);
+            return Err(e.context(format!("the web tier's journal ends:\n{journal}")));
         }
         Ok(rehearsal)
     }

@@ -39,7 +39,7 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    // Three consecutive ports are used (web, split listener, scaler metrics, control).
+    // Four consecutive ports are used (web, split listener, scaler metrics, control).
     loop {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
