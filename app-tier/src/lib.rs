@@ -12,6 +12,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use iras_classifier::{Classifier, ClassifierOptions, Limits, ModelPack, paths};
 
@@ -71,7 +72,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=20))]
     pub wait_secs: u64,
     /// Names this worker in responses and logs. Default: the instance name the local fleet
-    /// sets, else the host name and process id.
+    /// sets, else the EC2 instance id (from the instance metadata), else the host name and
+    /// process id.
     #[arg(long, env = "IRAS_INSTANCE_NAME")]
     pub worker_id: Option<String>,
 }
@@ -145,25 +147,71 @@ pub async fn serve(
     let (workers, threads) = sessions_and_threads(cpus, args.workers, args.model.threads);
     let mut model = args.model.clone();
     model.threads = Some(threads);
-    let classifiers = (0..workers)
+    let mut classifiers = (0..workers)
         .map(|_| model.build_classifier())
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for classifier in &mut classifiers {
+        self_test(classifier)?;
+    }
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
     args.stack.ensure(&cloud).await?;
-    let worker_id = args.worker_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let instance_id = cloud.instance_id().await;
+    let worker_id = args
+        .worker_id
+        .or_else(|| instance_id.clone())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
     let config = worker::WorkerConfig {
         request_queue: args.stack.request_queue,
         input_bucket: args.stack.input_bucket,
         output_bucket: args.stack.output_bucket,
         worker_id,
+        instance_id,
         batch_size: usize::from(args.batch_size),
         visibility_timeout: std::time::Duration::from_secs(args.visibility_timeout_secs),
         wait: std::time::Duration::from_secs(args.wait_secs),
     };
     worker::serve(config, cloud, classifiers, shutdown).await
+}
+
+/// Classifies a synthetic image (a colour gradient of the model's input size) through the
+/// whole path a request takes (preprocessing, the ONNX Runtime session, the pack's labels)
+/// before the worker reports ready, so an instance with a broken runtime, model or pack
+/// fails here, in its log, and is never counted as capacity. Returns the label it got.
+pub fn self_test(classifier: &mut Classifier) -> anyhow::Result<String> {
+    let input = &classifier.pack().manifest().input;
+    let (width, height) = (input.width.max(1), input.height.max(1));
+    let (w, h) = (width as usize, height as usize);
+    let mut pixels = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            // Each channel < 256 by construction.
+            pixels.extend([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]);
+        }
+    }
+    let image = iras_classifier::RgbImage::from_raw(width, height, pixels)
+        .context("building the self-test image")?;
+    let result = classifier
+        .classify_decoded(&[&image], 1)
+        .context("self-test: classifying a synthetic image failed")?;
+    let first = result
+        .first()
+        .context("self-test: the classifier returned no result")?;
+    anyhow::ensure!(
+        first.score.is_finite() && first.score > 0.0 && first.score <= 1.0 + 1e-3,
+        "self-test: the model answered {:?} with score {} (not a probability): is the pack's \
+         softmax setting right?",
+        first.label,
+        first.score
+    );
+    anyhow::ensure!(
+        !first.label.is_empty(),
+        "self-test: the model answered an empty label"
+    );
+    tracing::info!(label = %first.label, score = first.score, "self-test classification passed");
+    Ok(first.label.clone())
 }
 
 /// Worker loops and intra-op threads per session, so that together they use the CPUs

@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     pub output_bucket: String,
     /// Names this worker in responses and logs (the instance name when the fleet started it).
     pub worker_id: String,
+    /// The fleet instance this process is (EC2 instance id, local fleet id), told ready
+    /// once every loop is serving; `None` when it runs outside a fleet.
+    pub instance_id: Option<String>,
     /// Messages per receive, 1..=10.
     pub batch_size: usize,
     /// How long received messages stay hidden; must cover a whole batch (the heartbeat
@@ -114,7 +117,11 @@ pub async fn serve(
     for (n, classifier) in classifiers.into_iter().enumerate() {
         loops.spawn(worker_loop(n, shared.clone(), classifier, stop.clone()));
     }
-    iras_cloud::mark_instance_ready().context("cannot write the ready file")?;
+    shared
+        .cloud
+        .mark_ready(shared.config.instance_id.as_deref())
+        .await
+        .context("cannot tell the fleet this instance is ready")?;
     tracing::info!(worker = %shared.config.worker_id, loops = loops.len(), "serving");
     // A loop ends on its own only when its classifier was lost (inference panicked).
     let early = tokio::select! {

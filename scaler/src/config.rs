@@ -55,11 +55,11 @@ pub mod env {
     pub const GRACE_SECS: &str = "IRAS_SCALER_GRACE_SECS";
     /// EC2: AMI id.
     pub const AMI: &str = "IRAS_SCALER_AMI";
-    /// EC2: instance type.
+    /// EC2: instance types, comma-separated, preferred first.
     pub const INSTANCE_TYPE: &str = "IRAS_SCALER_INSTANCE_TYPE";
     /// EC2: security groups, comma-separated.
     pub const SECURITY_GROUPS: &str = "IRAS_SCALER_SECURITY_GROUPS";
-    /// EC2: subnet.
+    /// EC2: subnets, comma-separated, preferred first.
     pub const SUBNET: &str = "IRAS_SCALER_SUBNET";
     /// EC2: instance profile.
     pub const INSTANCE_PROFILE: &str = "IRAS_SCALER_INSTANCE_PROFILE";
@@ -71,6 +71,10 @@ pub mod env {
     pub const ROOT_DEVICE_NAME: &str = "IRAS_SCALER_ROOT_DEVICE_NAME";
     /// EC2: root volume size in GiB.
     pub const ROOT_VOLUME_GIB: &str = "IRAS_SCALER_ROOT_VOLUME_GIB";
+    /// Seconds an instance may stay pending before it is replaced.
+    pub const READY_GRACE_SECS: &str = "IRAS_SCALER_READY_GRACE_SECS";
+    /// First pause of launches after a launch stopped short.
+    pub const LAUNCH_BACKOFF_SECS: &str = "IRAS_SCALER_LAUNCH_BACKOFF_SECS";
 }
 
 /// Command line of the `scaler` binary.
@@ -237,6 +241,16 @@ pub struct RunArgs {
     /// On shutdown, terminate every instance of the fleet (default: leave them serving).
     #[arg(long, env = env::TERMINATE_ON_EXIT)]
     pub terminate_on_exit: bool,
+    /// Seconds an instance may stay pending (launched, its app tier not yet reporting
+    /// ready after loading the model and a self-test) before it is taken for broken,
+    /// terminated and replaced.
+    #[arg(long, env = env::READY_GRACE_SECS, default_value_t = crate::run::DEFAULT_READY_GRACE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ready_grace_secs: u64,
+    /// Seconds launches pause after one stopped short (quota, no capacity, a never-ready
+    /// instance, any EC2 refusal); doubles on each further shortfall, up to 600 s.
+    #[arg(long, env = env::LAUNCH_BACKOFF_SECS, default_value_t = crate::run::DEFAULT_LAUNCH_BACKOFF.as_secs())]
+    pub launch_backoff_secs: u64,
 }
 
 /// How instances are named, tagged and started.
@@ -260,15 +274,18 @@ pub struct FleetArgs {
     /// EC2: the app-tier AMI (required with `--backend aws`).
     #[arg(long, env = env::AMI)]
     pub ami: Option<String>,
-    /// EC2: instance type.
-    #[arg(long, env = env::INSTANCE_TYPE, default_value = "t3.micro")]
-    pub instance_type: String,
+    /// EC2: instance type; repeatable or comma-separated, preferred first (the next is
+    /// tried when EC2 has no capacity for one).
+    #[arg(long, env = env::INSTANCE_TYPE, value_delimiter = ',', default_value = "t3.micro")]
+    pub instance_type: Vec<String>,
     /// EC2: security group id; repeatable.
     #[arg(long = "security-group", env = env::SECURITY_GROUPS, value_delimiter = ',')]
     pub security_groups: Vec<String>,
-    /// EC2: subnet id (default: the default VPC's default subnet).
-    #[arg(long, env = env::SUBNET)]
-    pub subnet: Option<String>,
+    /// EC2: subnet id; repeatable or comma-separated, preferred first (one per zone
+    /// spreads the fleet and gives a launch somewhere to go when a zone is full).
+    /// Default: the default VPC's default subnet.
+    #[arg(long, env = env::SUBNET, value_delimiter = ',')]
+    pub subnet: Vec<String>,
     /// EC2: instance profile name or ARN giving the app tier its queue and bucket rights.
     #[arg(long, env = env::INSTANCE_PROFILE)]
     pub instance_profile: Option<String>,
@@ -299,6 +316,17 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
     }
+}
+
+/// The entries of a list flag that say something: an env list such as `a,` (a template
+/// parameter left empty) means just `a`.
+fn non_empty(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn secs(value: f64, what: &str) -> anyhow::Result<Duration> {
@@ -362,9 +390,9 @@ impl RunArgs {
         let ec2 = match &f.ami {
             Some(ami) => Some(Ec2Launch {
                 image_id: ami.clone(),
-                instance_type: f.instance_type.clone(),
-                security_group_ids: f.security_groups.clone(),
-                subnet_id: f.subnet.clone(),
+                instance_types: non_empty(&f.instance_type),
+                security_group_ids: non_empty(&f.security_groups),
+                subnet_ids: non_empty(&f.subnet),
                 instance_profile: f.instance_profile.clone(),
                 key_name: f.key_name.clone(),
                 user_data: match &f.user_data_file {
@@ -398,6 +426,8 @@ impl RunArgs {
             interval,
             metrics_listen: self.metrics_listen,
             terminate_on_exit: self.terminate_on_exit,
+            ready_grace: Duration::from_secs(self.ready_grace_secs),
+            launch_backoff: Duration::from_secs(self.launch_backoff_secs),
         })
     }
 }
@@ -546,6 +576,20 @@ mod tests {
         let ec2 = run(&[]).unwrap();
         assert_eq!(ec2.root_device_name, None);
         assert_eq!(ec2.root_volume_gib, None);
+        assert_eq!(ec2.instance_types, ["t3.micro"]);
+        assert!(ec2.subnet_ids.is_empty());
+        // Lists, preferred first; the empty entries a template leaves are dropped.
+        let ec2 = run(&[
+            "--instance-type",
+            "t3.micro,",
+            "--instance-type",
+            "t3a.micro",
+            "--subnet",
+            "subnet-a,,subnet-b",
+        ])
+        .unwrap();
+        assert_eq!(ec2.instance_types, ["t3.micro", "t3a.micro"]);
+        assert_eq!(ec2.subnet_ids, ["subnet-a", "subnet-b"]);
         let ec2 = run(&["--root-device-name", "/dev/xvda", "--root-volume-gib", "16"]).unwrap();
         assert_eq!(ec2.root_device_name.as_deref(), Some("/dev/xvda"));
         assert_eq!(ec2.root_volume_gib, Some(16));

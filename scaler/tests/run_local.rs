@@ -25,6 +25,11 @@ struct Stack {
 }
 
 async fn stack(max: u32) -> Stack {
+    stack_running(max, r#"touch "$IRAS_READY_FILE"; exec sleep 120"#).await
+}
+
+/// A stack whose stand-in app tier runs `script` (`sh -c`).
+async fn stack_running(max: u32, script: &str) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::connect(&CloudArgs::local(dir.path())).await.unwrap();
     let stack_args = StackArgs::default();
@@ -37,10 +42,7 @@ async fn stack(max: u32) -> Stack {
         local: Some(LocalLaunch {
             program: "/bin/sh".into(),
             // Sleeps a bounded time so a failed test leaks nothing for long.
-            args: vec![
-                "-c".into(),
-                r#"touch "$IRAS_READY_FILE"; exec sleep 120"#.into(),
-            ],
+            args: vec!["-c".into(), script.into()],
             env: vec![],
             grace: Duration::from_secs(5),
         }),
@@ -57,6 +59,8 @@ async fn stack(max: u32) -> Stack {
         interval: INTERVAL,
         metrics_listen: None,
         terminate_on_exit: true,
+        ready_grace: iras_scaler::run::DEFAULT_READY_GRACE,
+        launch_backoff: iras_scaler::run::DEFAULT_LAUNCH_BACKOFF,
     };
     Stack {
         _dir: dir,
@@ -252,4 +256,64 @@ async fn metrics_are_served() {
     assert!(body.contains("iras_scaler_queue_depth 0"), "{body}");
     stop.send(()).unwrap();
     scaler.await.unwrap().unwrap();
+}
+
+/// A stand-in that starts but never reports ready (as an app tier restart-looping on a
+/// broken model would): after the grace period the scaler terminates it, counts it, holds
+/// launches back for the backoff, then launches a replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_becomes_ready_is_replaced() {
+    let mut s = stack_running(1, "exec sleep 120").await;
+    s.config.ready_grace = Duration::from_secs(1);
+    s.config.launch_backoff = Duration::from_secs(1);
+    send(s.queue.as_ref(), 4).await;
+    let metrics = iras_scaler::run::Metrics::new();
+    let mut state = iras_scaler::run::LoopState::new(&s.config);
+    let started = tokio::time::Instant::now();
+    let mut names_launched = std::collections::BTreeSet::new();
+    let mut terminated_ids = std::collections::BTreeSet::new();
+    while started.elapsed() < Duration::from_secs(15) {
+        iras_scaler::run::run_once(
+            &s.config,
+            s.queue.as_ref(),
+            s.fleet.as_ref(),
+            &mut state,
+            &metrics,
+            started.elapsed(),
+        )
+        .await
+        .unwrap();
+        for i in s.fleet.list().await.unwrap() {
+            names_launched.insert(i.id.clone());
+            if !i.state.is_active() {
+                terminated_ids.insert(i.id);
+            }
+        }
+        if terminated_ids.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(INTERVAL).await;
+    }
+    let text = metrics.render();
+    assert!(
+        terminated_ids.len() >= 2,
+        "two never-ready instances replaced in turn: launched {names_launched:?}, \
+         ended {terminated_ids:?}\n{text}"
+    );
+    assert!(
+        text.contains("iras_scaler_never_ready_terminations_total 2")
+            || text.contains("iras_scaler_never_ready_terminations_total 3"),
+        "{text}"
+    );
+    // Never more than max (1) active at once, even while replacing.
+    assert!(active(s.fleet.as_ref()).await <= 1);
+    let all: Vec<String> = s
+        .fleet
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    s.fleet.terminate(&all).await.unwrap();
 }

@@ -10,7 +10,8 @@ pub const IRAS_STATE_DIR: &str = "IRAS_STATE_DIR";
 pub const IRAS_AWS_ENDPOINT_URL: &str = "IRAS_AWS_ENDPOINT_URL";
 /// AWS region override; otherwise the SDK's chain (`AWS_REGION`, profile, IMDS) decides.
 pub const IRAS_AWS_REGION: &str = "IRAS_AWS_REGION";
-/// Set by the local fleet for each app-tier process it starts: the instance id.
+/// Set by the local fleet (and the rehearsal's instance emulator) for each app tier it
+/// starts: the instance id. On EC2 the app tier asks the instance metadata service instead.
 pub const IRAS_INSTANCE_ID: &str = "IRAS_INSTANCE_ID";
 /// Set by the local fleet for each app-tier process it starts: the instance name.
 pub const IRAS_INSTANCE_NAME: &str = "IRAS_INSTANCE_NAME";

@@ -122,6 +122,15 @@ pub enum CloudError {
         /// Whether the same call may succeed later.
         retryable: bool,
     },
+    /// EC2 would not start an instance for want of room: the account's quota, or capacity
+    /// in every placement (instance type × subnet) tried.
+    #[error("no {shortage} to launch: {message}")]
+    NoCapacity {
+        /// Quota or capacity.
+        shortage: crate::fleet::Shortage,
+        /// EC2's code and message, and what was tried.
+        message: String,
+    },
     /// The backend was configured wrongly (missing region, bad endpoint, missing AMI).
     #[error("configuration: {0}")]
     Config(String),
@@ -149,6 +158,8 @@ impl CloudError {
             CloudError::Database { retryable, .. }
             | CloudError::Fleet { retryable, .. }
             | CloudError::Aws { retryable, .. } => *retryable,
+            // Instances end and capacity frees up: worth trying again, later.
+            CloudError::NoCapacity { .. } => true,
             CloudError::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted

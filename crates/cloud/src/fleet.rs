@@ -4,6 +4,13 @@
 //! app-tier child process. Both are named `<prefix><N>` (`app-tier-1`, `app-tier-2`, …)
 //! reusing the lowest free N, and both report the same lifecycle states, so the scaler
 //! cannot tell them apart.
+//!
+//! **Ready, not merely running.** An instance is [`InstanceState::Running`] only once its
+//! app tier has said it serves ([`crate::Cloud::mark_ready`], after loading the model and
+//! classifying a self-test image): locally a ready file, on EC2 the tag [`READY_TAG`] the
+//! app tier puts on its own instance. Until then it is pending, however long EC2 has had
+//! it running, so an app tier that restart-loops on a broken runtime or model is visibly
+//! never ready, and the scaler can replace it instead of counting it as capacity forever.
 
 use std::fmt;
 use std::time::SystemTime;
@@ -17,12 +24,16 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
-    /// Launched, not yet serving (EC2 booting; a local process that has not reported ready).
+    /// Launched, not yet serving: booting, loading the model, or never reporting ready.
     Pending,
-    /// Serving.
+    /// Serving: the app tier reported ready.
     Running,
     /// Asked to stop; draining its in-flight work.
     Stopping,
+    /// Stopped but not terminated (EC2 `stopped`, e.g. by an operator or a failed host):
+    /// it serves nothing, still costs its volume and still holds its name, so the scaler
+    /// terminates it.
+    Stopped,
     /// Gone.
     Terminated,
 }
@@ -40,6 +51,7 @@ impl fmt::Display for InstanceState {
             InstanceState::Pending => "pending",
             InstanceState::Running => "running",
             InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
             InstanceState::Terminated => "terminated",
         })
     }
@@ -65,6 +77,51 @@ impl Instance {
     }
 }
 
+/// The EC2 tag an app tier puts on its own instance once it serves (its value: when, in
+/// RFC 3339). The EC2 fleet lists a running instance without it as pending.
+pub const READY_TAG: &str = "iras:ready";
+
+/// Why a launch started fewer instances than asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shortage {
+    /// The account's limit (EC2 `VcpuLimitExceeded`, `InstanceLimitExceeded`): nothing
+    /// launches until instances end or the quota is raised.
+    Quota,
+    /// No room where we asked (EC2 `InsufficientInstanceCapacity`, a type not offered in
+    /// the zone, a full subnet), in every placement tried: may pass in minutes.
+    Capacity,
+}
+
+impl fmt::Display for Shortage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Shortage::Quota => "quota",
+            Shortage::Capacity => "capacity",
+        })
+    }
+}
+
+/// What a launch started, and why it stopped short if it did.
+#[derive(Debug)]
+pub struct Launched {
+    /// The instances started (pending), possibly fewer than asked.
+    pub instances: Vec<Instance>,
+    /// Set when fewer than asked were started: the error that stopped the launch. The
+    /// instances above were started all the same and are listed from now on.
+    pub shortfall: Option<crate::CloudError>,
+}
+
+impl Launched {
+    /// Every instance asked for was started.
+    pub fn all(instances: Vec<Instance>) -> Self {
+        Self {
+            instances,
+            shortfall: None,
+        }
+    }
+}
+
 /// The app-tier fleet. Cheap to share as `Arc<dyn Fleet>`.
 #[async_trait]
 pub trait Fleet: Send + Sync + fmt::Debug {
@@ -72,9 +129,10 @@ pub trait Fleet: Send + Sync + fmt::Debug {
     /// may be listed for a while, as EC2 does).
     async fn list(&self) -> Result<Vec<Instance>>;
 
-    /// Launches `count` instances, naming them with the lowest free ordinals. Returns the
-    /// new instances (pending).
-    async fn launch(&self, count: usize) -> Result<Vec<Instance>>;
+    /// Launches `count` instances, naming them with the lowest free ordinals. Starts as
+    /// many as it can: the new instances (pending) come back with the error that stopped
+    /// the launch short, if one did. `Err` means nothing was started.
+    async fn launch(&self, count: usize) -> Result<Launched>;
 
     /// Asks the given instances (by id) to stop: they drain and then end. Unknown or
     /// already terminated ids are ignored.

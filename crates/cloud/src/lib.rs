@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use bucket::Bucket;
 pub use error::{CloudError, Result};
-pub use fleet::{Fleet, Instance, InstanceState};
+pub use fleet::{Fleet, Instance, InstanceState, Launched, Shortage};
 pub use queue::{
     BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
     ReceiveOptions, ReceivedMessage,
@@ -176,11 +176,45 @@ impl Cloud {
     }
 }
 
-/// Tells the local fleet that this process serves (moves it from pending to running).
-/// Does nothing when the process was not started by a local fleet.
-pub fn mark_instance_ready() -> std::io::Result<()> {
-    match std::env::var_os(env::IRAS_READY_FILE) {
-        Some(path) => std::fs::write(path, b"ready\n"),
-        None => Ok(()),
+impl Cloud {
+    /// This process's instance id, when it is an instance of a fleet: the id the local
+    /// fleet (or the rehearsal's instance emulator) set in `IRAS_INSTANCE_ID`, else, on the
+    /// aws backend, the EC2 instance id from the instance metadata service (IMDSv2, a
+    /// session token first; a second at most, so a laptop off EC2 is not held up). `None`
+    /// when neither applies (`AWS_EC2_METADATA_DISABLED=true` skips the metadata service).
+    pub async fn instance_id(&self) -> Option<String> {
+        if let Some(id) = std::env::var(env::IRAS_INSTANCE_ID)
+            .ok()
+            .filter(|id| !id.trim().is_empty())
+        {
+            return Some(id);
+        }
+        match &self.backend {
+            CloudBackend::Local(_) => None,
+            #[cfg(feature = "aws")]
+            CloudBackend::Aws(_) => aws::instance_id_from_metadata().await,
+        }
+    }
+
+    /// Says that this instance serves, which moves it from pending to running in its
+    /// fleet's listing: locally, the ready file the local fleet named in `IRAS_READY_FILE`;
+    /// on AWS, the tag [`fleet::READY_TAG`] on `instance_id`. Without a fleet to tell (no
+    /// ready file, no instance id) there is nothing to do. A failure is an error: an
+    /// instance that cannot say it is ready is replaced by the scaler, so it should say
+    /// why in its log first.
+    pub async fn mark_ready(&self, instance_id: Option<&str>) -> Result<()> {
+        if let Some(path) = std::env::var_os(env::IRAS_READY_FILE) {
+            let path = PathBuf::from(path);
+            return std::fs::write(&path, b"ready\n").map_err(|source| CloudError::Io {
+                action: "write the ready file",
+                path,
+                source,
+            });
+        }
+        match (&self.backend, instance_id) {
+            #[cfg(feature = "aws")]
+            (CloudBackend::Aws(c), Some(id)) => c.mark_ready(id).await,
+            _ => Ok(()),
+        }
     }
 }

@@ -79,12 +79,15 @@ pub struct LocalLaunch {
 pub struct Ec2Launch {
     /// The app-tier AMI.
     pub image_id: String,
-    /// E.g. `t3.micro`.
-    pub instance_type: String,
+    /// Instance types, preferred first (e.g. `t3.micro`, then `t3a.micro`): when EC2 has
+    /// no capacity for one, the next is tried. At least one.
+    pub instance_types: Vec<String>,
     /// Security groups for the instance (the app tier needs no inbound rule).
     pub security_group_ids: Vec<String>,
-    /// Subnet to launch into (default subnet of the default VPC when unset).
-    pub subnet_id: Option<String>,
+    /// Subnets to launch into, preferred first (one per availability zone spreads the
+    /// fleet and gives a launch somewhere else to go when a zone is out of capacity).
+    /// Empty: EC2's default subnet of the default VPC.
+    pub subnet_ids: Vec<String>,
     /// Instance profile name or ARN giving the app tier its queue and bucket rights.
     pub instance_profile: Option<String>,
     /// SSH key pair name, for debugging only.

@@ -41,9 +41,9 @@ async fn launched_instances_carry_their_tags_user_data_and_hardening() {
         local: None,
         ec2: Some(Ec2Launch {
             image_id: IMAGE_ID.into(),
-            instance_type: "t3.micro".into(),
+            instance_types: vec!["t3.micro".into()],
             security_group_ids: vec![],
-            subnet_id: None,
+            subnet_ids: vec![],
             instance_profile: None,
             key_name: None,
             user_data: Some(USER_DATA.into()),
@@ -52,7 +52,7 @@ async fn launched_instances_carry_their_tags_user_data_and_hardening() {
         }),
     };
     let fleet = cloud.fleet(spec).await.unwrap();
-    let launched = fleet.launch(2).await.unwrap();
+    let launched = fleet.launch(2).await.unwrap().instances;
     assert_eq!(launched.len(), 2);
 
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())

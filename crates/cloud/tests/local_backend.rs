@@ -228,7 +228,7 @@ async fn a_restarted_scaler_sees_and_stops_the_processes_it_started() {
             .fleet(fleet_spec(script, Duration::from_secs(5)))
             .await
             .unwrap();
-        let launched = fleet.launch(1).await.unwrap();
+        let launched = fleet.launch(1).await.unwrap().instances;
         assert_eq!(launched[0].state, InstanceState::Pending);
         launched[0].id.clone()
     };
@@ -258,7 +258,7 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
         .fleet(fleet_spec(script, Duration::from_secs(1)))
         .await
         .unwrap();
-    let id = fleet.launch(1).await.unwrap()[0].id.clone();
+    let id = fleet.launch(1).await.unwrap().instances[0].id.clone();
     assert_eq!(
         wait_for_state(&fleet, &id, InstanceState::Running).await,
         InstanceState::Running

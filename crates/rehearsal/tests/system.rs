@@ -135,6 +135,11 @@ impl Deployment {
     }
 
     async fn aws() -> Self {
+        Self::aws_with(&[]).await
+    }
+
+    /// The rehearsal with more drop-ins `(unit, key, value)` on top of the test's own.
+    async fn aws_with(extra: &[(&str, &str, &str)]) -> Self {
         let endpoint = std::env::var("IRAS_TEST_AWS_ENDPOINT")
             .expect("IRAS_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test (moto)");
         let state = tempfile::tempdir().unwrap();
@@ -163,7 +168,10 @@ impl Deployment {
                     "IRAS_VISIBILITY_TIMEOUT_SECS",
                     "10",
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|(u, k, v)| over(u, k, v)))
+            .collect(),
         };
         let rehearsal = Rehearsal::start(options).await.unwrap();
         Self::Aws {
@@ -633,3 +641,124 @@ on_both_backends!(
     a_killed_app_tier_costs_a_redelivery_not_a_request,
     poison_is_an_error_result_and_the_course_client_gets_its_answers,
 );
+
+/// Only the rehearsal can show this one: on EC2 a broken app tier does not exit, systemd
+/// restarts it forever and the instance stays up. Here the AMI's model path is wrong, so
+/// every app tier restart-loops and never tags itself ready; the scaler must terminate
+/// each after the grace period (and count it) instead of counting it as capacity, and
+/// hold launches back between attempts.
+mod aws_only {
+    use super::*;
+
+    async fn scaler_metrics(rehearsal: &Rehearsal) -> String {
+        let port = rehearsal
+            .url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+            + 2;
+        match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn counter(metrics: &str, name: &str) -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_app_tier_that_never_becomes_ready_is_replaced() {
+        let d = Deployment::aws_with(&[
+            (
+                "iras-app-tier.service",
+                "IRAS_MODEL_DIR",
+                "/opt/iras/no-such-pack",
+            ),
+            ("iras-scaler.service", "IRAS_SCALER_READY_GRACE_SECS", "8"),
+            (
+                "iras-scaler.service",
+                "IRAS_SCALER_LAUNCH_BACKOFF_SECS",
+                "2",
+            ),
+        ])
+        .await;
+        let Deployment::Aws { rehearsal, .. } = &d else {
+            unreachable!()
+        };
+        // One waiting request: the scaler wants one app tier.
+        let names = d.names().await;
+        d.cloud()
+            .await
+            .queue(&names.request_queue)
+            .await
+            .unwrap()
+            .send(OutgoingMessage::new("waiting for an app tier"))
+            .await
+            .unwrap();
+        let mut metrics = String::new();
+        for _ in 0..600 {
+            metrics = scaler_metrics(rehearsal).await;
+            if counter(&metrics, "iras_scaler_never_ready_terminations_total") >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            counter(&metrics, "iras_scaler_never_ready_terminations_total") >= 2,
+            "two broken app tiers replaced in turn: {metrics}\n{:#?}",
+            rehearsal.app_instances()
+        );
+        assert!(
+            metrics.contains("iras_scaler_launch_shortfalls_total{reason=\"never-ready\"}"),
+            "{metrics}"
+        );
+        // What the replaced instances went through: up, their app tier failing over and
+        // over (systemd restarts it), then terminated by the scaler.
+        // (The emulator sees a termination at its next poll of EC2.)
+        let replaced = || -> Vec<_> {
+            rehearsal
+                .app_instances()
+                .into_iter()
+                .filter(|i| i.ec2_state == "terminated" || i.ec2_state == "shutting-down")
+                .collect()
+        };
+        for _ in 0..100 {
+            if replaced().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let replaced = replaced();
+        assert!(replaced.len() >= 2, "{replaced:#?}");
+        for i in &replaced {
+            let unit = i
+                .units
+                .iter()
+                .find(|u| u.name == "iras-app-tier.service")
+                .unwrap();
+            assert!(
+                unit.exits.iter().any(|e| !e.stopping && e.code != Some(0)),
+                "{}: the app tier failed: {unit:?}",
+                i.id
+            );
+        }
+        // Never more than one at a time for a depth of one.
+        assert!(rehearsal.active_app_instances().await.unwrap().len() <= 1);
+        let journal = rehearsal.journal_tail("app-tier", "iras-app-tier.service", 50);
+        assert!(
+            journal.contains("no-such-pack"),
+            "the reason is in the log: {journal}"
+        );
+        let Deployment::Aws { rehearsal, .. } = d else {
+            unreachable!()
+        };
+        rehearsal.stop().await.unwrap();
+    }
+}

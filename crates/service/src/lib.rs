@@ -77,6 +77,7 @@ pub fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
+    initial: Duration,
     max: Duration,
 }
 
@@ -86,8 +87,16 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 impl Backoff {
     /// A backoff that never pauses longer than `max`.
     pub fn new(max: Duration) -> Self {
+        Self::between(INITIAL_BACKOFF, max)
+    }
+
+    /// A backoff that starts at `initial` and never pauses longer than `max` (for slow
+    /// things, such as waiting out a cloud quota).
+    pub fn between(initial: Duration, max: Duration) -> Self {
+        let initial = initial.min(max);
         Self {
-            next: INITIAL_BACKOFF.min(max),
+            next: initial,
+            initial,
             max,
         }
     }
@@ -101,7 +110,7 @@ impl Backoff {
 
     /// Called after a success: the next failure pauses briefly again.
     pub fn reset(&mut self) {
-        self.next = INITIAL_BACKOFF.min(self.max);
+        self.next = self.initial;
     }
 }
 
@@ -116,6 +125,15 @@ mod tests {
         assert_eq!(pauses, [100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_pause(), INITIAL_BACKOFF);
+    }
+
+    #[test]
+    fn a_backoff_may_start_slow() {
+        let mut b = Backoff::between(Duration::from_secs(30), Duration::from_secs(100));
+        let pauses: Vec<_> = (0..4).map(|_| b.next_pause().as_secs()).collect();
+        assert_eq!(pauses, [30, 60, 100, 100]);
+        b.reset();
+        assert_eq!(b.next_pause(), Duration::from_secs(30));
     }
 
     #[test]

@@ -31,10 +31,20 @@
 //!   root too), so no AMI setting can turn either off. A mapping only replaces
 //!   the root volume under the AMI's own root device name, so that name comes from the
 //!   launch spec or, when unset, from `DescribeImages`, asked once per fleet handle.
-//! - **State mapping.** EC2's `stopping` and `shutting-down` are [`InstanceState::Stopping`];
-//!   `stopped` and `terminated` are [`InstanceState::Terminated`] (a stopped app tier
-//!   serves nothing, and its name may be reused); a state this SDK does not know is counted
-//!   as pending, so it is neither relaunched nor forgotten.
+//! - **Placements, and running out of room.** A launch tries the spec's instance types
+//!   (preferred first) in each of its subnets until one starts. Capacity errors
+//!   (`InsufficientInstanceCapacity`, a type not offered in a zone, a full subnet) move on
+//!   to the next placement; quota errors (`VcpuLimitExceeded`, `InstanceLimitExceeded`)
+//!   stop the launch at once, since the quota is the account's, wherever the instance
+//!   goes. Either way the instances already started come back with the error as the
+//!   launch's shortfall ([`CloudError::NoCapacity`]), so the scaler keeps what it got and
+//!   knows why it got no more. The placement that last worked is tried first next time.
+//! - **State mapping.** EC2's `running` is [`InstanceState::Running`] only with the
+//!   [`READY_TAG`] the app tier sets once it serves; before that it is pending. `stopping`
+//!   and `shutting-down` are [`InstanceState::Stopping`], `stopped` is
+//!   [`InstanceState::Stopped`] (the scaler terminates it), `terminated` is
+//!   [`InstanceState::Terminated`]; a state this SDK does not know is counted as pending,
+//!   so it is neither relaunched nor forgotten.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -50,7 +60,7 @@ use aws_sdk_ec2::types::{
 
 use super::{Failure, malformed};
 use crate::error::{CloudError, Result};
-use crate::fleet::{Fleet, Instance, InstanceState, free_ordinals};
+use crate::fleet::{Fleet, Instance, InstanceState, Launched, READY_TAG, Shortage, free_ordinals};
 use crate::spec::{Ec2Launch, FleetSpec, MAX_GP3_VOLUME_GIB};
 
 const SERVICE: &str = "ec2";
@@ -96,14 +106,92 @@ fn root_volume(device_name: &str, size_gib: Option<i32>) -> BlockDeviceMapping {
         .build()
 }
 
-/// Maps an EC2 state name to ours (see the module docs).
-pub(crate) fn map_state(state: &InstanceStateName) -> InstanceState {
+/// Maps an EC2 state name, and whether the instance carries the [`READY_TAG`], to ours
+/// (see the module docs).
+pub(crate) fn map_state(state: &InstanceStateName, ready: bool) -> InstanceState {
     match state {
-        InstanceStateName::Pending => InstanceState::Pending,
-        InstanceStateName::Running => InstanceState::Running,
+        InstanceStateName::Running if ready => InstanceState::Running,
+        InstanceStateName::Pending | InstanceStateName::Running => InstanceState::Pending,
         InstanceStateName::Stopping | InstanceStateName::ShuttingDown => InstanceState::Stopping,
-        InstanceStateName::Stopped | InstanceStateName::Terminated => InstanceState::Terminated,
+        InstanceStateName::Stopped => InstanceState::Stopped,
+        InstanceStateName::Terminated => InstanceState::Terminated,
         _ => InstanceState::Pending,
+    }
+}
+
+/// `RunInstances` error codes that mean the account's limit is reached: no other
+/// placement helps.
+const QUOTA_CODES: &[&str] = &["VcpuLimitExceeded", "InstanceLimitExceeded"];
+/// `RunInstances` error codes that mean no room in this placement: another instance type
+/// or subnet (zone) may have some.
+const CAPACITY_CODES: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientFreeAddressesInSubnet",
+    "Unsupported",
+];
+
+/// One place to try a launch: an instance type in a subnet (`None`: EC2's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    instance_type: String,
+    subnet_id: Option<String>,
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {}",
+            self.instance_type,
+            self.subnet_id.as_deref().unwrap_or("the default subnet")
+        )
+    }
+}
+
+/// Every instance type in every subnet, preferred type first.
+fn placements(launch: &Ec2Launch) -> Vec<Placement> {
+    let subnets: Vec<Option<String>> = if launch.subnet_ids.is_empty() {
+        vec![None]
+    } else {
+        launch.subnet_ids.iter().cloned().map(Some).collect()
+    };
+    launch
+        .instance_types
+        .iter()
+        .flat_map(|t| {
+            subnets.iter().map(move |s| Placement {
+                instance_type: t.clone(),
+                subnet_id: s.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What one failed `RunInstances` means for the rest of the launch.
+enum RunFailure {
+    /// This placement has no room: try the next.
+    NoRoomHere(String),
+    /// The account's quota: stop launching.
+    Quota(String),
+    /// Anything else: stop launching.
+    Other(CloudError),
+}
+
+fn classify_run_failure(failure: super::Failure) -> RunFailure {
+    let described = || {
+        format!(
+            "{}: {}",
+            failure.code.as_deref().unwrap_or("?"),
+            failure.message
+        )
+    };
+    if failure.has_code(QUOTA_CODES) {
+        RunFailure::Quota(described())
+    } else if failure.has_code(CAPACITY_CODES) {
+        RunFailure::NoRoomHere(described())
+    } else {
+        RunFailure::Other(failure.into_error(SERVICE, "RunInstances"))
     }
 }
 
@@ -157,6 +245,10 @@ pub struct Ec2Fleet {
     /// kept (an AMI's root device never changes). A failed lookup is not kept, so the next
     /// launch asks again.
     root_device: Arc<tokio::sync::OnceCell<String>>,
+    /// Every (instance type, subnet) to try, preferred first.
+    placements: Arc<Vec<Placement>>,
+    /// Index into `placements` of the one that last started an instance: tried first.
+    preferred: Arc<Mutex<usize>>,
 }
 
 impl Ec2Fleet {
@@ -167,9 +259,18 @@ impl Ec2Fleet {
                     .into(),
             )
         })?;
-        if launch.image_id.trim().is_empty() || launch.instance_type.trim().is_empty() {
+        if launch.image_id.trim().is_empty()
+            || launch.instance_types.is_empty()
+            || launch.instance_types.iter().any(|t| t.trim().is_empty())
+        {
             return Err(CloudError::Config(
-                "the EC2 launch spec needs an AMI id and an instance type".into(),
+                "the EC2 launch spec needs an AMI id and at least one instance type (none empty)"
+                    .into(),
+            ));
+        }
+        if launch.subnet_ids.iter().any(|s| s.trim().is_empty()) {
+            return Err(CloudError::Config(
+                "the EC2 launch spec has an empty subnet id".into(),
             ));
         }
         if spec.stack.is_empty() || spec.name_prefix.is_empty() {
@@ -196,10 +297,12 @@ impl Ec2Fleet {
         Ok(Self {
             client,
             spec,
+            placements: Arc::new(placements(&launch)),
             launch,
             recent: Arc::new(Mutex::new(HashMap::new())),
             launching: Arc::new(tokio::sync::Mutex::new(())),
             root_device: Arc::new(root_device),
+            preferred: Arc::new(Mutex::new(0)),
         })
     }
 
@@ -259,13 +362,14 @@ impl Ec2Fleet {
             return None;
         }
         let name = tag("Name").filter(|n| n.starts_with(&self.spec.name_prefix))?;
+        let ready = tag(READY_TAG).is_some();
         Some(Instance {
             id: i.instance_id()?.to_owned(),
             name: name.to_owned(),
             state: i
                 .state()
                 .and_then(|s| s.name())
-                .map_or(InstanceState::Pending, map_state),
+                .map_or(InstanceState::Pending, |s| map_state(s, ready)),
             launched_at: i
                 .launch_time()
                 .and_then(|t| SystemTime::try_from(*t).ok())
@@ -306,10 +410,16 @@ impl Ec2Fleet {
         tags
     }
 
-    /// One `RunInstances` for one named instance, with the given client token.
-    async fn run_instance(&self, name: &str, token: &str) -> Result<Instance> {
+    /// One `RunInstances` for one named instance in one placement, with the given client
+    /// token.
+    async fn run_instance(
+        &self,
+        name: &str,
+        token: &str,
+        placement: &Placement,
+        root_device: &str,
+    ) -> std::result::Result<Instance, RunFailure> {
         let l = &self.launch;
-        let root_device = self.root_device_name().await?;
         let profile = l.instance_profile.as_deref().map(|p| {
             let spec = IamInstanceProfileSpecification::builder();
             if p.starts_with("arn:") {
@@ -318,19 +428,19 @@ impl Ec2Fleet {
                 spec.name(p).build()
             }
         });
-        tracing::info!(name, client_token = token, image = %l.image_id, "launching instance");
+        tracing::info!(name, client_token = token, image = %l.image_id, %placement, "launching instance");
         let output = self
             .client
             .run_instances()
             .image_id(&l.image_id)
-            .instance_type(InstanceType::from(l.instance_type.as_str()))
+            .instance_type(InstanceType::from(placement.instance_type.as_str()))
             .min_count(1)
             .max_count(1)
             .client_token(token)
             .set_security_group_ids(
                 (!l.security_group_ids.is_empty()).then(|| l.security_group_ids.clone()),
             )
-            .set_subnet_id(l.subnet_id.clone())
+            .set_subnet_id(placement.subnet_id.clone())
             .set_iam_instance_profile(profile)
             .set_key_name(l.key_name.clone())
             .set_user_data(l.user_data.as_deref().map(aws_smithy_types::base64::encode))
@@ -344,14 +454,15 @@ impl Ec2Fleet {
             )
             .send()
             .await
-            .map_err(|e| Failure::of(&e).into_error(SERVICE, "RunInstances"))?;
+            .map_err(|e| classify_run_failure(Failure::of(&e)))?;
+        let malformed = |why| RunFailure::Other(malformed(SERVICE, "RunInstances", why));
         let launched = output
             .instances()
             .first()
-            .ok_or_else(|| malformed(SERVICE, "RunInstances", "no instance"))?;
+            .ok_or_else(|| malformed("no instance"))?;
         let id = launched
             .instance_id()
-            .ok_or_else(|| malformed(SERVICE, "RunInstances", "no InstanceId"))?;
+            .ok_or_else(|| malformed("no InstanceId"))?;
         Ok(Instance {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -362,6 +473,61 @@ impl Ec2Fleet {
                 .unwrap_or_else(SystemTime::now),
         })
     }
+}
+
+impl Ec2Fleet {
+    /// Starts `name` in the first placement with room, starting from the preferred one.
+    /// Each placement gets its own client token: EC2 refuses a token reused with other
+    /// parameters, and retries of one placement must still share one.
+    async fn launch_one(&self, name: &str, nonce: u64, root_device: &str) -> Result<Instance> {
+        let count = self.placements.len();
+        let first = *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) % count;
+        let mut no_room = Vec::new();
+        for step in 0..count {
+            let index = (first + step) % count;
+            let placement = &self.placements[index];
+            let token = client_token(&self.spec.stack, name, nonce.wrapping_add(index as u64));
+            match self
+                .run_instance(name, &token, placement, root_device)
+                .await
+            {
+                Ok(instance) => {
+                    *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = index;
+                    return Ok(instance);
+                }
+                Err(RunFailure::NoRoomHere(why)) => {
+                    tracing::warn!(name, %placement, reason = %why, "no capacity here; trying the next placement");
+                    no_room.push(format!("{placement}: {why}"));
+                }
+                Err(RunFailure::Quota(why)) => {
+                    return Err(CloudError::NoCapacity {
+                        shortage: Shortage::Quota,
+                        message: why,
+                    });
+                }
+                Err(RunFailure::Other(e)) => return Err(e),
+            }
+        }
+        Err(CloudError::NoCapacity {
+            shortage: Shortage::Capacity,
+            message: format!("every placement is full: {}", no_room.join("; ")),
+        })
+    }
+}
+
+/// Tags instance `id` with [`READY_TAG`] (now, RFC 3339): the app tier's "I serve".
+pub(super) async fn tag_ready(client: &Client, id: &str) -> Result<()> {
+    let now = aws_smithy_types::DateTime::from(SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .map_err(|e| malformed(SERVICE, "CreateTags", &e.to_string()))?;
+    client
+        .create_tags()
+        .resources(id)
+        .tags(Tag::builder().key(READY_TAG).value(now).build())
+        .send()
+        .await
+        .map_err(|e| Failure::of(&e).into_error(SERVICE, "CreateTags"))?;
+    Ok(())
 }
 
 /// Asks EC2 for the root device name of `image_id`. An image EC2 does not know (or does
@@ -410,9 +576,9 @@ impl Fleet for Ec2Fleet {
         Ok(self.merge_recent(listed))
     }
 
-    async fn launch(&self, count: usize) -> Result<Vec<Instance>> {
+    async fn launch(&self, count: usize) -> Result<Launched> {
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(Launched::all(Vec::new()));
         }
         let _one_launch_at_a_time = self.launching.lock().await;
         let current = self.list().await?;
@@ -420,11 +586,11 @@ impl Fleet for Ec2Fleet {
             .into_iter()
             .map(|n| format!("{}{n}", self.spec.name_prefix))
             .collect();
+        let root_device = self.root_device_name().await?.to_owned();
         let nonce: u64 = rand::random();
         let mut launched = Vec::with_capacity(names.len());
         for name in &names {
-            let token = client_token(&self.spec.stack, name, nonce);
-            match self.run_instance(name, &token).await {
+            match self.launch_one(name, nonce, &root_device).await {
                 Ok(instance) => {
                     self.recent().insert(
                         instance.id.clone(),
@@ -437,19 +603,20 @@ impl Fleet for Ec2Fleet {
                 }
                 Err(e) => {
                     // The ones already started stay recorded, so the next list shows them.
-                    if !launched.is_empty() {
-                        tracing::warn!(
-                            launched = launched.len(),
-                            wanted = names.len(),
-                            error = %e,
-                            "launch stopped part way"
-                        );
-                    }
-                    return Err(e);
+                    tracing::warn!(
+                        launched = launched.len(),
+                        wanted = names.len(),
+                        error = %e,
+                        "launch stopped short"
+                    );
+                    return Ok(Launched {
+                        instances: launched,
+                        shortfall: Some(e),
+                    });
                 }
             }
         }
-        Ok(launched)
+        Ok(Launched::all(launched))
     }
 
     async fn terminate(&self, ids: &[String]) -> Result<()> {
@@ -512,13 +679,20 @@ mod tests {
     #[test]
     fn states_map_like_the_local_fleet() {
         use InstanceStateName as S;
-        assert_eq!(map_state(&S::Pending), InstanceState::Pending);
-        assert_eq!(map_state(&S::Running), InstanceState::Running);
-        assert_eq!(map_state(&S::Stopping), InstanceState::Stopping);
-        assert_eq!(map_state(&S::ShuttingDown), InstanceState::Stopping);
-        assert_eq!(map_state(&S::Stopped), InstanceState::Terminated);
-        assert_eq!(map_state(&S::Terminated), InstanceState::Terminated);
-        assert_eq!(map_state(&S::from("hibernating")), InstanceState::Pending);
+        for ready in [false, true] {
+            assert_eq!(map_state(&S::Pending, ready), InstanceState::Pending);
+            assert_eq!(map_state(&S::Stopping, ready), InstanceState::Stopping);
+            assert_eq!(map_state(&S::ShuttingDown, ready), InstanceState::Stopping);
+            assert_eq!(map_state(&S::Stopped, ready), InstanceState::Stopped);
+            assert_eq!(map_state(&S::Terminated, ready), InstanceState::Terminated);
+            assert_eq!(
+                map_state(&S::from("hibernating"), ready),
+                InstanceState::Pending
+            );
+        }
+        // Running is serving only once the app tier said so.
+        assert_eq!(map_state(&S::Running, true), InstanceState::Running);
+        assert_eq!(map_state(&S::Running, false), InstanceState::Pending);
     }
 
     #[test]
@@ -539,7 +713,7 @@ mod tests {
         assert!(client_token(&"s".repeat(500), "n", u64::MAX).len() <= MAX_CLIENT_TOKEN_LEN);
     }
 
-    fn spec() -> FleetSpec {
+    pub(super) fn spec() -> FleetSpec {
         FleetSpec {
             name_prefix: "app-tier-".into(),
             stack: "s1".into(),
@@ -550,9 +724,9 @@ mod tests {
             local: None,
             ec2: Some(Ec2Launch {
                 image_id: "ami-1".into(),
-                instance_type: "t3.micro".into(),
+                instance_types: vec!["t3.micro".into()],
                 security_group_ids: vec![],
-                subnet_id: None,
+                subnet_ids: vec![],
                 instance_profile: None,
                 key_name: None,
                 user_data: Some("#!/bin/sh\n".into()),
@@ -562,7 +736,7 @@ mod tests {
         }
     }
 
-    fn offline_client(endpoint: &str) -> Client {
+    pub(super) fn offline_client(endpoint: &str) -> Client {
         let config = aws_sdk_ec2::Config::builder()
             .behavior_version_latest()
             .region(aws_sdk_ec2::config::Region::new("us-east-1"))
@@ -636,6 +810,25 @@ mod tests {
         let ours = fleet.to_instance(&instance("s1", "app-tier-3")).unwrap();
         assert_eq!(ours.name, "app-tier-3");
         assert_eq!(ours.state, InstanceState::Stopping);
+        let running = |ready: bool| {
+            let mut i = instance("s1", "app-tier-4");
+            i.state = Some(
+                aws_sdk_ec2::types::InstanceState::builder()
+                    .name(InstanceStateName::Running)
+                    .build(),
+            );
+            if ready {
+                i.tags.get_or_insert_with(Vec::new).push(
+                    Tag::builder()
+                        .key(READY_TAG)
+                        .value("2026-12-03T12:00:00Z")
+                        .build(),
+                );
+            }
+            fleet.to_instance(&i).unwrap().state
+        };
+        assert_eq!(running(false), InstanceState::Pending);
+        assert_eq!(running(true), InstanceState::Running);
         assert!(fleet.to_instance(&instance("s2", "app-tier-3")).is_none());
         assert!(fleet.to_instance(&instance("s1", "web-tier")).is_none());
         // The spec's tags never override Name or the stack tag.
@@ -684,11 +877,41 @@ mod tests {
         assert!(fleet.recent().is_empty());
     }
 
+    /// A fake EC2 endpoint that answers every `RunInstances` with a 503, so the SDK
+    /// retries it (see [`fake_ec2`]).
+    async fn flaky_ec2() -> (String, Arc<Mutex<Vec<String>>>) {
+        fake_ec2(|_| {
+            (
+                "503 Service Unavailable",
+                ec2_error("Unavailable", "try later"),
+            )
+        })
+        .await
+    }
+
+    pub(super) fn ec2_error(code: &str, message: &str) -> String {
+        format!(
+            "<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>\
+             </Errors><RequestID>r</RequestID></Response>"
+        )
+    }
+
+    pub(super) fn run_instances_ok(id: &str) -> String {
+        format!(
+            "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+             <requestId>r</requestId><reservationId>r-1</reservationId><ownerId>1</ownerId>\
+             <instancesSet><item><instanceId>{id}</instanceId><instanceState><code>0</code>\
+             <name>pending</name></instanceState></item></instancesSet></RunInstancesResponse>"
+        )
+    }
+
     /// A fake EC2 endpoint: answers `DescribeInstances` with an empty fleet,
     /// `DescribeImages` of `ami-1` with a root device of `/dev/xvda` (and of any other
-    /// image with nothing), and every `RunInstances` with a 503, so the SDK retries it.
-    /// Records each request body.
-    async fn flaky_ec2() -> (String, Arc<Mutex<Vec<String>>>) {
+    /// image with nothing), and every `RunInstances` as `run` says (from the request
+    /// body). Records each request body.
+    pub(super) async fn fake_ec2(
+        run: impl Fn(&str) -> (&'static str, String) + Send + 'static,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -728,7 +951,8 @@ mod tests {
                     (
                         "200 OK",
                         "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
-                         <requestId>r</requestId><reservationSet/></DescribeInstancesResponse>",
+                         <requestId>r</requestId><reservationSet/></DescribeInstancesResponse>"
+                            .to_owned(),
                     )
                 } else if body.contains("Action=DescribeImages") {
                     let known = form_value(&body, "ImageId.1").as_deref() == Some("ami-1");
@@ -742,15 +966,11 @@ mod tests {
                         } else {
                             "<DescribeImagesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
                              <requestId>r</requestId><imagesSet/></DescribeImagesResponse>"
-                        },
+                        }
+                        .to_owned(),
                     )
                 } else {
-                    (
-                        "503 Service Unavailable",
-                        "<Response><Errors><Error><Code>Unavailable</Code>\
-                         <Message>try later</Message></Error></Errors>\
-                         <RequestID>r</RequestID></Response>",
-                    )
+                    run(&body)
                 };
                 seen.lock().unwrap().push(body);
                 let response = format!(
@@ -765,7 +985,7 @@ mod tests {
         (url, bodies)
     }
 
-    fn form_value(body: &str, key: &str) -> Option<String> {
+    pub(super) fn form_value(body: &str, key: &str) -> Option<String> {
         body.split('&')
             .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
     }
@@ -782,10 +1002,12 @@ mod tests {
             ec2.security_group_ids = vec!["sg-1".into()];
         }
         let fleet = Ec2Fleet::new(offline_client(&url), spec).unwrap();
-        let err = fleet.launch(1).await.expect_err("503s exhaust the retries");
-        assert!(err.is_retryable(), "{err}");
-        let err = fleet.launch(1).await.expect_err("503s exhaust the retries");
-        assert!(err.is_retryable(), "{err}");
+        for _ in 0..2 {
+            let launched = fleet.launch(1).await.unwrap();
+            assert!(launched.instances.is_empty());
+            let err = launched.shortfall.expect("503s exhaust the retries");
+            assert!(err.is_retryable(), "{err}");
+        }
 
         let bodies = bodies.lock().unwrap().clone();
         let runs: Vec<&String> = bodies
@@ -859,8 +1081,10 @@ mod tests {
             ec2.root_volume_gib = Some(20);
         }
         let fleet = Ec2Fleet::new(offline_client(&url), with_lookup.clone()).unwrap();
-        fleet.launch(1).await.expect_err("503s exhaust the retries");
-        fleet.launch(1).await.expect_err("503s exhaust the retries");
+        for _ in 0..2 {
+            let launched = fleet.launch(1).await.unwrap();
+            assert!(launched.shortfall.is_some(), "503s exhaust the retries");
+        }
         {
             let bodies = bodies.lock().unwrap();
             let lookups = bodies
@@ -906,5 +1130,182 @@ mod tests {
                 .any(|b| b.contains("Action=RunInstances")),
             "nothing launched without a root mapping"
         );
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    //! The fault-injecting EC2 of the tests above, answering `RunInstances` per placement:
+    //! capacity errors move a launch on, quota errors stop it, and what started is kept.
+
+    use super::tests::*;
+    use super::*;
+
+    fn two_types_two_subnets() -> FleetSpec {
+        let mut s = spec();
+        if let Some(ec2) = s.ec2.as_mut() {
+            ec2.instance_types = vec!["t3.micro".into(), "t3a.micro".into()];
+            ec2.subnet_ids = vec!["subnet-a".into(), "subnet-b".into()];
+        }
+        s
+    }
+
+    fn placement_of(body: &str) -> (String, String) {
+        (
+            form_value(body, "InstanceType").unwrap_or_default(),
+            form_value(body, "SubnetId").unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn placements_are_every_type_in_every_subnet_preferred_type_first() {
+        let fleet = Ec2Fleet::new(
+            offline_client("http://127.0.0.1:9"),
+            two_types_two_subnets(),
+        )
+        .unwrap();
+        let got: Vec<String> = fleet.placements.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "t3.micro in subnet-a",
+                "t3.micro in subnet-b",
+                "t3a.micro in subnet-a",
+                "t3a.micro in subnet-b"
+            ]
+        );
+        let mut none = spec();
+        if let Some(ec2) = none.ec2.as_mut() {
+            ec2.instance_types.clear();
+        }
+        assert!(matches!(
+            Ec2Fleet::new(offline_client("http://127.0.0.1:9"), none),
+            Err(CloudError::Config(_))
+        ));
+    }
+
+    /// Zone a has no t3.micro capacity: each instance lands in subnet-b, and once one
+    /// did, the next launch goes there first.
+    #[tokio::test]
+    async fn capacity_errors_move_on_to_the_next_placement_and_remember_it() {
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ids = counter.clone();
+        let (url, bodies) = fake_ec2(move |body| match placement_of(body) {
+            (t, s) if t == "t3.micro" && s == "subnet-a" => (
+                "500 Internal Server Error",
+                ec2_error("InsufficientInstanceCapacity", "no t3.micro in us-east-1a"),
+            ),
+            _ => {
+                let n = ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ("200 OK", run_instances_ok(&format!("i-{n}")))
+            }
+        })
+        .await;
+        let fleet = Ec2Fleet::new(offline_client(&url), two_types_two_subnets()).unwrap();
+        let launched = fleet.launch(2).await.unwrap();
+        assert!(launched.shortfall.is_none(), "{:?}", launched.shortfall);
+        assert_eq!(launched.instances.len(), 2);
+        let tried: Vec<(String, String)> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.contains("Action=RunInstances"))
+            .map(|b| placement_of(b))
+            .collect();
+        let a = ("t3.micro".to_owned(), "subnet-a".to_owned());
+        let b = ("t3.micro".to_owned(), "subnet-b".to_owned());
+        // The SDK retries the 500 (3 attempts), then subnet-b; the second instance goes to
+        // subnet-b straight away.
+        assert_eq!(tried, [a.clone(), a.clone(), a, b.clone(), b], "{tried:?}");
+        // Each placement carries its own client token.
+        let tokens: Vec<String> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.contains("Action=RunInstances"))
+            .filter_map(|b| form_value(b, "ClientToken"))
+            .collect();
+        assert_ne!(tokens[0], tokens[3]);
+        assert_eq!(tokens[0], tokens[2]);
+    }
+
+    /// Every placement full: nothing starts, and the shortfall says capacity and lists
+    /// what was tried.
+    #[tokio::test]
+    async fn no_capacity_anywhere_is_a_capacity_shortfall() {
+        let (url, _) = fake_ec2(|body| {
+            let (t, _) = placement_of(body);
+            if t == "t3.micro" {
+                (
+                    "400 Bad Request",
+                    ec2_error("Unsupported", "not in this zone"),
+                )
+            } else {
+                (
+                    "400 Bad Request",
+                    ec2_error("InsufficientFreeAddressesInSubnet", "subnet full"),
+                )
+            }
+        })
+        .await;
+        let fleet = Ec2Fleet::new(offline_client(&url), two_types_two_subnets()).unwrap();
+        let launched = fleet.launch(3).await.unwrap();
+        assert!(launched.instances.is_empty());
+        let Some(CloudError::NoCapacity { shortage, message }) = launched.shortfall else {
+            panic!(
+                "expected a capacity shortfall, got {:?}",
+                launched.shortfall
+            );
+        };
+        assert_eq!(shortage, Shortage::Capacity);
+        for tried in [
+            "t3.micro in subnet-a",
+            "t3a.micro in subnet-b",
+            "subnet full",
+        ] {
+            assert!(message.contains(tried), "{message}");
+        }
+    }
+
+    /// The vCPU quota after two instances: the two are kept, the launch stops at once
+    /// (no other placement is tried, the quota is the account's) and says quota.
+    #[tokio::test]
+    async fn a_quota_error_keeps_what_started_and_stops_the_launch() {
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ids = counter.clone();
+        let (url, bodies) = fake_ec2(move |_| {
+            let n = ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < 2 {
+                ("200 OK", run_instances_ok(&format!("i-{n}")))
+            } else {
+                (
+                    "400 Bad Request",
+                    ec2_error(
+                        "VcpuLimitExceeded",
+                        "You have requested more vCPU capacity than your current vCPU limit of 4 allows",
+                    ),
+                )
+            }
+        })
+        .await;
+        let fleet = Ec2Fleet::new(offline_client(&url), two_types_two_subnets()).unwrap();
+        let launched = fleet.launch(5).await.unwrap();
+        let names: Vec<&str> = launched.instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["app-tier-1", "app-tier-2"]);
+        let err = launched.shortfall.expect("stopped by the quota");
+        assert!(
+            matches!(&err, CloudError::NoCapacity { shortage: Shortage::Quota, message } if message.contains("VcpuLimitExceeded")),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+        let runs = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.contains("Action=RunInstances"))
+            .count();
+        assert_eq!(runs, 3, "two that started, one refused, nothing more");
+        // The two started are listed (EC2 lags; the fleet remembers them).
+        assert_eq!(fleet.list().await.unwrap().len(), 2);
     }
 }

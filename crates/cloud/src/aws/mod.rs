@@ -351,6 +351,36 @@ impl AwsCloud {
     pub fn fleet(&self, spec: FleetSpec) -> Result<Ec2Fleet> {
         Ec2Fleet::new(self.clients.ec2.clone(), spec)
     }
+
+    /// Tags EC2 instance `id` ready (see [`crate::Cloud::mark_ready`]).
+    pub async fn mark_ready(&self, id: &str) -> Result<()> {
+        ec2::tag_ready(&self.clients.ec2, id).await
+    }
+}
+
+/// How long the metadata service may take to answer, per attempt.
+const METADATA_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The EC2 instance id from IMDSv2, or `None` off EC2 (or with
+/// `AWS_EC2_METADATA_DISABLED=true`).
+pub(crate) async fn instance_id_from_metadata() -> Option<String> {
+    let disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if disabled {
+        return None;
+    }
+    let client = aws_config::imds::Client::builder()
+        .connect_timeout(METADATA_TIMEOUT)
+        .read_timeout(METADATA_TIMEOUT)
+        .max_attempts(2)
+        .build();
+    match client.get("/latest/meta-data/instance-id").await {
+        Ok(id) => Some(id.as_ref().trim().to_owned()).filter(|id| !id.is_empty()),
+        Err(e) => {
+            tracing::debug!(error = %DisplayErrorContext(&e), "no instance metadata: not on EC2");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

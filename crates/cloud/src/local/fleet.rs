@@ -2,7 +2,7 @@
 //!
 //! Each process has a JSON record in `<state>/fleet/<stack>/<name>.json` holding its pid
 //! and the pid's start time (so a recycled pid is never mistaken for it), plus a ready
-//! flag file the process creates once it serves ([`crate::mark_instance_ready`]) and a log
+//! flag file the process creates once it serves ([`crate::Cloud::mark_ready`]) and a log
 //! file with its output. Records live on disk so a restarted scaler still sees, and can
 //! stop, the processes it started; processes run in their own process group so a Ctrl-C
 //! meant for the scaler's terminal does not reach them behind its back.
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::env;
 use crate::error::{CloudError, Result};
-use crate::fleet::{Fleet, Instance, InstanceState, free_ordinals};
+use crate::fleet::{Fleet, Instance, InstanceState, Launched, free_ordinals};
 use crate::spec::{FleetSpec, LocalLaunch};
 
 /// Terminated records are kept this long (EC2 lists terminated instances for a while too).
@@ -347,18 +347,25 @@ impl LocalFleet {
         })
     }
 
-    fn launch_blocking(&self, count: usize) -> Result<Vec<Instance>> {
+    fn launch_blocking(&self, count: usize) -> Result<Launched> {
         let _lock = self.lock()?;
         let current = self.refresh()?;
         let mut launched = Vec::with_capacity(count);
+        let stopped_short = |instances, e| Launched {
+            instances,
+            shortfall: Some(e),
+        };
         for n in free_ordinals(&current, &self.spec.name_prefix, count) {
             let name = format!("{}{n}", self.spec.name_prefix);
-            let record = self.spawn(&name)?;
+            let record = match self.spawn(&name) {
+                Ok(record) => record,
+                Err(e) => return Ok(stopped_short(launched, e)),
+            };
             if let Err(e) = self.write_record(&record) {
                 // An instance without a record could never be listed or stopped.
                 let _ = kill(Pid::from_raw(-record.pid), Signal::SIGKILL);
                 let _ = waitpid(Pid::from_raw(record.pid), None);
-                return Err(e);
+                return Ok(stopped_short(launched, e));
             }
             tracing::info!(instance = %name, id = %record.id, pid = record.pid, "launched app-tier process");
             launched.push(Instance {
@@ -368,7 +375,7 @@ impl LocalFleet {
                 launched_at: UNIX_EPOCH + Duration::from_millis(record.launched_at_ms),
             });
         }
-        Ok(launched)
+        Ok(Launched::all(launched))
     }
 
     fn terminate_blocking(&self, ids: &[String]) -> Result<Vec<Record>> {
@@ -408,7 +415,7 @@ impl Fleet for LocalFleet {
         blocking("list", move || fleet.refresh_locked()).await
     }
 
-    async fn launch(&self, count: usize) -> Result<Vec<Instance>> {
+    async fn launch(&self, count: usize) -> Result<Launched> {
         let fleet = self.clone();
         blocking("launch", move || fleet.launch_blocking(count)).await
     }

@@ -40,7 +40,10 @@ pub(crate) async fn launch_list_terminate(env: &TestEnv) {
     );
 
     let launched = fleet.launch(3).await.expect("launch");
+    assert!(launched.shortfall.is_none(), "{:?}", launched.shortfall);
+    let launched = launched.instances;
     assert_eq!(launched.len(), 3);
+    env.report_ready(&launched).await;
     let list = list_until(fleet.as_ref(), |l| {
         l.iter()
             .filter(|i| i.state == InstanceState::Running)
@@ -81,7 +84,7 @@ pub(crate) async fn launch_list_terminate(env: &TestEnv) {
     );
 
     // The freed name is reused first.
-    let again = fleet.launch(2).await.expect("launch again");
+    let again = fleet.launch(2).await.expect("launch again").instances;
     let mut names: Vec<String> = again.iter().map(|i| i.name.clone()).collect();
     names.sort();
     assert_eq!(names, vec!["app-tier-2", "app-tier-4"]);
@@ -105,4 +108,33 @@ pub(crate) async fn launch_list_terminate(env: &TestEnv) {
         list.iter().all(|i| i.state == InstanceState::Terminated),
         "{list:?}"
     );
+}
+
+/// An instance whose app tier never says it serves stays pending, whatever the backend
+/// thinks of the machine (EC2 `running`, a live process): the scaler must be able to tell
+/// it from capacity.
+pub(crate) async fn unready_instances_stay_pending(env: &TestEnv) {
+    let fleet = env
+        .cloud
+        .fleet(env.never_ready_fleet_spec())
+        .await
+        .expect("fleet");
+    let launched = fleet.launch(1).await.expect("launch").instances;
+    assert_eq!(launched.len(), 1);
+    // moto has the instance running at once; give a local process time to start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = fleet.list().await.expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].state, InstanceState::Pending, "{list:?}");
+    // Once it reports ready it is running.
+    if env.cloud.kind() == iras_cloud::BackendKind::Aws {
+        env.report_ready(&launched).await;
+        let list = list_until(fleet.as_ref(), |l| {
+            l.iter().all(|i| i.state == InstanceState::Running)
+        })
+        .await;
+        assert_eq!(list[0].state, InstanceState::Running, "{list:?}");
+    }
+    let ids: Vec<String> = list.into_iter().map(|i| i.id).collect();
+    fleet.terminate(&ids).await.expect("terminate");
 }

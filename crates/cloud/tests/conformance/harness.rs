@@ -76,24 +76,44 @@ impl TestEnv {
 
     /// A fleet spec whose local program is a shell that reports ready and then sleeps.
     pub(crate) fn fleet_spec(&self) -> FleetSpec {
+        self.fleet_spec_running("touch \"$IRAS_READY_FILE\"; exec sleep 300")
+    }
+
+    /// A fleet spec whose local program never reports ready.
+    pub(crate) fn never_ready_fleet_spec(&self) -> FleetSpec {
+        self.fleet_spec_running("exec sleep 300")
+    }
+
+    /// What a launched app tier does once it serves: locally the program itself writes
+    /// its ready file; on EC2 (moto runs nothing) the test tags each instance, as the app
+    /// tier on it would.
+    pub(crate) async fn report_ready(&self, instances: &[iras_cloud::Instance]) {
+        if self.cloud.kind() == BackendKind::Aws {
+            for instance in instances {
+                self.cloud
+                    .mark_ready(Some(&instance.id))
+                    .await
+                    .expect("tag the instance ready");
+            }
+        }
+    }
+
+    fn fleet_spec_running(&self, script: &str) -> FleetSpec {
         FleetSpec {
             name_prefix: "app-tier-".into(),
             stack: self.prefix.clone(),
             tags: vec![("Type".into(), "apptier".into())],
             local: Some(iras_cloud::LocalLaunch {
                 program: PathBuf::from("/bin/sh"),
-                args: vec![
-                    "-c".into(),
-                    "touch \"$IRAS_READY_FILE\"; exec sleep 300".into(),
-                ],
+                args: vec!["-c".into(), script.into()],
                 env: vec![],
                 grace: Duration::from_secs(5),
             }),
             ec2: Some(iras_cloud::Ec2Launch {
                 image_id: "ami-12c6146b".into(),
-                instance_type: "t3.micro".into(),
+                instance_types: vec!["t3.micro".into()],
                 security_group_ids: vec![],
-                subnet_id: None,
+                subnet_ids: vec![],
                 instance_profile: None,
                 key_name: None,
                 user_data: Some("#cloud-config\n{}\n".into()),

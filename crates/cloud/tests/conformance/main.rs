@@ -56,4 +56,5 @@ conformance!(
     bucket::rejected_keys_never_reach_the_store,
     bucket::missing_bucket_is_a_typed_error,
     fleet::launch_list_terminate,
+    fleet::unready_instances_stay_pending,
 );
