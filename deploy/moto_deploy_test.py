@@ -258,7 +258,7 @@ def main() -> int:
         app_actions == {
             "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
             "sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage",
-            "s3:PutObject", "s3:GetObject", "s3:ListBucket",
+            "s3:PutObject", "s3:GetObject", "s3:ListBucket", "ec2:CreateTags",
         },
         app_actions,
     )  # fmt: skip
@@ -269,8 +269,18 @@ def main() -> int:
     c.check("app role: reads only the input bucket (claim checks)",
             as_list(app_by_sid["ReadClaimChecks"]["Resource"]) == [f"arn:aws:s3:::{out['InputBucketName']}/*"],
             app_by_sid["ReadClaimChecks"])  # fmt: skip
-    c.check("app role: nothing outside SQS and S3",
-            all(a.split(":")[0] in ("sqs", "s3") for a in app_actions), app_actions)  # fmt: skip
+    ec2_sids = [s.get("Sid") for s in statements(app)
+                if any(a.startswith("ec2:") for a in as_list(s["Action"]))]  # fmt: skip
+    c.check("app role: no EC2 but the ready tag",
+            ec2_sids == ["TagItselfReady"], ec2_sids)  # fmt: skip
+    ready = app_by_sid["TagItselfReady"]
+    c.check("app role: tags only the key iras:ready, only on this stack's app tiers",
+            as_list(ready["Action"]) == ["ec2:CreateTags"]
+            and ready["Condition"]["StringEquals"].get("aws:ResourceTag/iras:stack") == stack
+            and ready["Condition"]["StringEquals"].get("aws:ResourceTag/iras:role") == "app-tier"
+            and as_list(ready["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"])
+            == ["iras:ready"],
+            ready)  # fmt: skip
 
     web = role_policy("WebInstanceProfileName")
     web_by_sid = {s["Sid"]: s for s in statements(web)}
@@ -281,8 +291,8 @@ def main() -> int:
             and run["Condition"]["StringEquals"].get("ec2:InstanceProfile", "").endswith(
                 out["AppTierInstanceProfileName"]),
             run)  # fmt: skip
-    c.check(f"web role: RunInstances only as {app_type} with IMDSv2 required",
-            run["Condition"]["StringEquals"].get("ec2:InstanceType") == app_type
+    c.check(f"web role: RunInstances only as {app_type} or the fallback t3a.micro, IMDSv2 required",
+            as_list(run["Condition"]["StringEquals"].get("ec2:InstanceType")) == [app_type, "t3a.micro"]
             and run["Condition"]["StringEquals"].get("ec2:MetadataHttpTokens") == "required",
             run)  # fmt: skip
     account = client("sts", args.endpoint).get_caller_identity()["Account"]
