@@ -248,8 +248,17 @@ def main() -> int:
         attached = iam.list_attached_role_policies(RoleName=roles[0]["RoleName"])
         c.check(f"{profile_output}: no managed policies", not attached["AttachedPolicies"],
                 attached)  # fmt: skip
-        doc = iam.get_role_policy(RoleName=roles[0]["RoleName"], PolicyName=names[0])
+        # The role's own policy, and the logs-and-sessions policy both roles share.
+        c.check(f"{profile_output}: two inline policies, one of them iras-logs-and-sessions",
+                len(names) == 2 and "iras-logs-and-sessions" in names, names)  # fmt: skip
+        own = [n for n in names if n != "iras-logs-and-sessions"][:1]
+        doc = iam.get_role_policy(RoleName=roles[0]["RoleName"], PolicyName=own[0])
+        shared.append(statements(
+            iam.get_role_policy(RoleName=roles[0]["RoleName"],
+                                PolicyName="iras-logs-and-sessions")["PolicyDocument"]))  # fmt: skip
         return doc["PolicyDocument"]
+
+    shared: list[list[dict]] = []
 
     app = role_policy("AppTierInstanceProfileName")
     app_actions = set().union(*actions_by_sid(app).values())
@@ -321,6 +330,35 @@ def main() -> int:
     wildcard = [s["Sid"] for s in statements(web) if as_list(s["Resource"]) == ["*"]]
     c.check("web role: '*' only for DescribeInstances", wildcard == ["DescribeInstances"], wildcard)
 
+    # Logs and Session Manager: one log group per stack with a retention; both roles may
+    # write streams into it and nothing else of CloudWatch Logs; Session Manager's five.
+    logs = client("logs", args.endpoint)
+    group = f"/iras/{stack}"
+    found = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    c.check(f"log group {group} with 14 days retention",
+            [(g["logGroupName"], g.get("retentionInDays")) for g in found] == [(group, 14)],
+            found)  # fmt: skip
+    c.check("LogGroupName output", out.get("LogGroupName") == group, out.get("LogGroupName"))
+    c.check("both roles carry the same logs-and-sessions policy",
+            len(shared) == 2 and shared[0] == shared[1], shared)  # fmt: skip
+    by_sid = {s["Sid"]: s for s in shared[0]} if shared else {}
+    log_st = by_sid.get("ShipLogsToTheStacksGroup", {})
+    group_arn = f"arn:aws:logs:{REGION}:{account}:log-group:{group}"
+    c.check("logs: only CreateLogStream, PutLogEvents, DescribeLogStreams on the stack's group",
+            set(as_list(log_st.get("Action"))) == {
+                "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+            and as_list(log_st.get("Resource")) == [group_arn, f"{group_arn}:log-stream:*"],
+            log_st)  # fmt: skip
+    ssm_st = by_sid.get("SessionManagerChannels", {})
+    c.check("sessions: ssm:UpdateInstanceInformation and the four ssmmessages channels only",
+            set(as_list(ssm_st.get("Action"))) == {
+                "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
+                "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel"},
+            ssm_st)  # fmt: skip
+    c.check("logs-and-sessions: nothing else", set(by_sid) == {
+        "ShipLogsToTheStacksGroup", "SessionManagerChannels"}, sorted(by_sid))  # fmt: skip
+
     # Security groups: web takes HTTP from the CIDR only; app takes nothing.
     sgs = {
         g["GroupId"]: g
@@ -337,6 +375,22 @@ def main() -> int:
     )
     app_in = sgs[out["AppSecurityGroupId"]]["IpPermissions"]
     c.check("app SG: no inbound rule", app_in == [], app_in)
+    want_egress = [("tcp", 80, 80, ("0.0.0.0/0",)), ("tcp", 443, 443, ("0.0.0.0/0",))]
+    for name in ("WebSecurityGroupId", "AppSecurityGroupId"):
+        egress = sgs[out[name]]["IpPermissionsEgress"]
+        rules = sorted((p["IpProtocol"], p.get("FromPort"), p.get("ToPort"),
+                        tuple(r["CidrIp"] for r in p.get("IpRanges", []))) for p in egress)  # fmt: skip
+        where = ""
+        if rules == [("-1", None, None, ("0.0.0.0/0",))]:
+            # moto 5.2.5's CloudFormation leaves a group's default allow-all egress in place
+            # instead of SecurityGroupEgress; the rules are then checked in the template.
+            logical = name.removesuffix("Id")
+            declared = template()["Resources"][logical]["Properties"]["SecurityGroupEgress"]
+            rules = sorted((r["IpProtocol"], int(r["FromPort"]), int(r["ToPort"]), (r["CidrIp"],))
+                           for r in declared)  # fmt: skip
+            where = " (in the template: moto's CloudFormation keeps the default egress)"
+        c.check(f"{name.removesuffix('Id')}: egress HTTPS (AWS APIs) and HTTP (Ubuntu archive) "
+                f"only{where}", rules == want_egress, rules)  # fmt: skip
 
     if args.env_out:
         Path(args.env_out).write_text(
