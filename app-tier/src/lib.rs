@@ -63,10 +63,17 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u8).range(1..=10))]
     pub batch_size: u8,
     /// How long a received request stays hidden from other workers, in seconds; the
-    /// heartbeat extends it while the batch is worked on.
-    #[arg(long, env = "IRAS_VISIBILITY_TIMEOUT_SECS", default_value_t = 60,
+    /// heartbeat renews it every third of that while the request is worked on. Short, so a
+    /// worker that dies hands its requests back within seconds.
+    #[arg(long, env = "IRAS_VISIBILITY_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(2..=43_200))]
     pub visibility_timeout_secs: u64,
+    /// Longest a request may be worked on, in seconds: an inference still running then is
+    /// given up (the request gets an `internal` error answer; the worker process ends, for
+    /// its supervisor to restart), and no request is kept hidden longer.
+    #[arg(long, env = "IRAS_MAX_PROCESSING_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub max_processing_secs: u64,
     /// Long-poll wait per receive, in seconds (SQS's maximum is 20).
     #[arg(long, env = "IRAS_WAIT_SECS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=20))]
@@ -172,6 +179,7 @@ pub async fn serve(
         batch_size: usize::from(args.batch_size),
         visibility_timeout: std::time::Duration::from_secs(args.visibility_timeout_secs),
         wait: std::time::Duration::from_secs(args.wait_secs),
+        max_processing: std::time::Duration::from_secs(args.max_processing_secs),
     };
     worker::serve(config, cloud, classifiers, shutdown).await
 }

@@ -23,6 +23,15 @@
 //! While a batch is being worked on, a heartbeat extends the visibility of the messages
 //! still in hand, so a slow batch is not redelivered to another worker meanwhile.
 //!
+//! **Bounded recovery.** The visibility timeout is short (10 s by default) and the
+//! heartbeat renews it every third of that, so a worker that is SIGKILLed or loses its
+//! instance hands its messages back within seconds, not a minute. And no message is held
+//! for ever: an inference that runs past `max_processing` is given up on (the request gets
+//! an `internal` error answer and is deleted; the loop, whose session is stuck in the
+//! runtime, stops, and so does the process, for its supervisor to restart), and the
+//! heartbeat stops renewing any message held longer than that, so even a worker stuck
+//! elsewhere cannot keep one hidden past the cap.
+//!
 //! Shutdown (SIGTERM) stops receiving at once; a loop finishes the messages in hand (at
 //! most one batch beyond the image being classified), deletes what it answered, and ends.
 
@@ -66,6 +75,9 @@ pub struct WorkerConfig {
     pub visibility_timeout: Duration,
     /// Long-poll wait per receive (at most 20 s).
     pub wait: Duration,
+    /// Longest a message may be worked on (classified, stored, answered) before it is given
+    /// up on.
+    pub max_processing: Duration,
 }
 
 /// Shared by the worker loops of one process.
@@ -379,11 +391,34 @@ async fn classify_message(
         return (None, Step::Finished(false));
     };
     let top_k = usize::from(request.top_k.max(1));
-    let joined = tokio::task::spawn_blocking(move || {
+    let inference = tokio::task::spawn_blocking(move || {
         let result = c.classify(&bytes, top_k);
         (c, bytes, result)
-    })
-    .await;
+    });
+    let cap = shared.config.max_processing;
+    let joined = match tokio::time::timeout(cap, inference).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            // The session is stuck in the runtime and cannot be taken back: answer, delete,
+            // and give the loop up (the process then ends for its supervisor to restart).
+            tracing::error!(id = %request.id, cap_secs = cap.as_secs(),
+                "inference ran past the processing cap: answering with an error, stopping this loop");
+            let timings = Timings {
+                queued_ms,
+                total_ms: elapsed_ms(started),
+                ..Timings::default()
+            };
+            let outcome = Outcome::Error {
+                kind: ErrorKind::Internal,
+                message: format!(
+                    "classification did not finish within {} s and was given up",
+                    cap.as_secs()
+                ),
+            };
+            let answered = respond(shared, &request, outcome, timings).await;
+            return (None, Step::Finished(answered));
+        }
+    };
     let (c, bytes, result) = match joined {
         Ok(pair) => pair,
         Err(e) => {
@@ -570,28 +605,62 @@ async fn reply_queue(shared: &Shared, name: &str) -> Result<Arc<dyn Queue>, Clou
     Ok(q)
 }
 
-/// Keeps the messages a loop holds hidden, by extending their visibility timeout every half
-/// timeout until each is released. Lives as long as the loop; cheap to clone.
+/// Keeps the messages a loop holds hidden, by extending their visibility timeout every
+/// third of the timeout until each is released, or until it has been held for
+/// `max_processing`: then it is let go, to come back to the queue. Lives as long as the
+/// loop; cheap to clone.
 #[derive(Clone)]
 struct Heartbeat {
-    /// Receipts in hand; a short critical section, never held across `.await`.
-    in_hand: Arc<std::sync::Mutex<Vec<ReceiptHandle>>>,
+    /// Receipts in hand, with when each was taken; a short critical section, never held
+    /// across `.await`.
+    in_hand: Arc<std::sync::Mutex<Vec<(ReceiptHandle, Instant)>>>,
     task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+/// How often the heartbeat renews: a third of the visibility timeout, so one slow or lost
+/// renewal still leaves a second before the message shows again.
+pub fn heartbeat_period(visibility_timeout: Duration) -> Duration {
+    (visibility_timeout / 3).max(Duration::from_millis(100))
+}
+
+/// The receipts to renew now: those held for less than `cap`.
+fn to_renew(
+    in_hand: &[(ReceiptHandle, Instant)],
+    now: Instant,
+    cap: Duration,
+) -> Vec<ReceiptHandle> {
+    in_hand
+        .iter()
+        .filter(|(_, since)| now.saturating_duration_since(*since) < cap)
+        .map(|(r, _)| r.clone())
+        .collect()
 }
 
 impl Heartbeat {
     fn start(shared: Arc<Shared>) -> Self {
-        let in_hand = Arc::new(std::sync::Mutex::new(Vec::<ReceiptHandle>::new()));
+        let in_hand = Arc::new(std::sync::Mutex::new(Vec::<(ReceiptHandle, Instant)>::new()));
         let held = in_hand.clone();
         let timeout = shared.config.visibility_timeout;
+        let cap = shared.config.max_processing;
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(timeout / 2);
+            let mut tick = tokio::time::interval(heartbeat_period(timeout));
             tick.tick().await; // the first tick is immediate
             loop {
                 tick.tick().await;
                 // A poisoned lock only means another task panicked mid-`retain`; the list
                 // is still a valid set of receipts.
-                let receipts = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let receipts = {
+                    let held = held.lock().unwrap_or_else(|p| p.into_inner());
+                    let renew = to_renew(&held, Instant::now(), cap);
+                    if renew.len() < held.len() {
+                        tracing::warn!(
+                            overdue = held.len() - renew.len(),
+                            cap_secs = cap.as_secs(),
+                            "held past the processing cap: no longer renewed, back to the queue"
+                        );
+                    }
+                    renew
+                };
                 for r in receipts {
                     if let Err(e) = shared.requests.change_visibility(&r, timeout).await {
                         tracing::warn!(error = %e, "heartbeat failed");
@@ -605,16 +674,18 @@ impl Heartbeat {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ReceiptHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ReceiptHandle, Instant)>> {
         self.in_hand.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn hold(&self, batch: &[ReceivedMessage]) {
-        self.lock().extend(batch.iter().map(|m| m.receipt.clone()));
+        let now = Instant::now();
+        self.lock()
+            .extend(batch.iter().map(|m| (m.receipt.clone(), now)));
     }
 
     fn release(&self, receipt: &ReceiptHandle) {
-        self.lock().retain(|r| r != receipt);
+        self.lock().retain(|(r, _)| r != receipt);
     }
 
     fn stop(&self) {
@@ -630,4 +701,28 @@ fn now_ms() -> u64 {
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_renews_a_third_of_the_timeout_and_lets_go_at_the_cap() {
+        assert_eq!(heartbeat_period(Duration::from_secs(10)).as_millis(), 3333);
+        assert_eq!(
+            heartbeat_period(Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
+        let now = Instant::now();
+        let receipt = |s: &str| ReceiptHandle(s.to_owned());
+        let held = vec![
+            (receipt("young"), now - Duration::from_secs(5)),
+            (receipt("old"), now - Duration::from_secs(121)),
+        ];
+        assert_eq!(
+            to_renew(&held, now, Duration::from_secs(120)),
+            vec![receipt("young")]
+        );
+    }
 }

@@ -134,6 +134,7 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
         batch_size: 10,
         visibility_timeout_secs: 30,
         wait_secs: 1,
+        max_processing_secs: 120,
         worker_id: Some("app-tier-test".into()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
