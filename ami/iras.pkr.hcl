@@ -76,6 +76,12 @@ variable "stack_name" {
   description = "Tagged on the AMI and its snapshot (iras:stack) so teardown finds them."
 }
 
+variable "inputs_hash" {
+  type        = string
+  default     = ""
+  description = "Digest of the AMI's inputs (tagged iras:inputs): deploy-aws reuses an AMI whose inputs match."
+}
+
 variable "ubuntu_owner" {
   type = string
   # Canonical's public image-publisher account, the owner of the official Ubuntu AMIs.
@@ -123,8 +129,9 @@ source "amazon-ebs" "iras" {
   }
 
   tags = {
-    Name         = "${var.ami_name_prefix}-${var.stack_name}"
-    "iras:stack" = var.stack_name
+    Name          = "${var.ami_name_prefix}-${var.stack_name}"
+    "iras:stack"  = var.stack_name
+    "iras:inputs" = var.inputs_hash
   }
   snapshot_tags = {
     "iras:stack" = var.stack_name

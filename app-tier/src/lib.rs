@@ -23,7 +23,7 @@ pub mod worker;
 #[derive(Debug, Parser)]
 #[command(
     name = "app-tier",
-    version,
+    version = iras_cloud::version_with_backends!(),
     about = "iras app tier: image classification"
 )]
 pub struct Cli {

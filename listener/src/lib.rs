@@ -189,7 +189,7 @@ async fn hand_over(
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "listener",
-    version,
+    version = iras_cloud::version_with_backends!(),
     about = "iras listener: delivers results from the response queue to the web tier"
 )]
 pub struct ListenerArgs {

@@ -81,7 +81,7 @@ pub mod env {
 #[derive(Debug, Parser)]
 #[command(
     name = "scaler",
-    version,
+    version = iras_cloud::version_with_backends!(),
     about = "iras scaler: grows and shrinks the app tier"
 )]
 pub struct Cli {

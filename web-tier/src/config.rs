@@ -11,7 +11,7 @@ use iras_protocol::KeyScheme;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "web-tier",
-    version,
+    version = iras_cloud::version_with_backends!(),
     about = "iras web tier: POST an image, get its label"
 )]
 pub struct WebArgs {

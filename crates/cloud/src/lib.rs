@@ -40,6 +40,46 @@ pub use queue::{
 };
 pub use spec::{Ec2Launch, FleetSpec, LocalLaunch, Provision, StackArgs, StackSpec};
 
+/// The backends compiled into this build of the cloud layer, e.g. `["local", "aws"]`.
+/// A build without the `aws` feature fails `--backend aws` at startup; `--version` says
+/// so up front (see [`version_with_backends!`]), which is what `scripts/deploy-aws` checks.
+pub const BACKENDS: &[&str] = &[
+    "local",
+    #[cfg(feature = "aws")]
+    "aws",
+];
+
+/// The calling crate's version followed by the backends compiled into the cloud layer,
+/// for a tier's `#[command(version = …)]`: `0.1.0 (backends: local, aws)`. A macro so
+/// `CARGO_PKG_VERSION` is the caller's, while the backend list follows this crate's
+/// `aws` feature (the one that decides, whatever feature the tier itself was built with).
+#[cfg(feature = "aws")]
+#[macro_export]
+macro_rules! version_with_backends {
+    () => {
+        concat!(env!("CARGO_PKG_VERSION"), " (backends: local, aws)")
+    };
+}
+
+/// See the `aws` variant: this build has the local backend only.
+#[cfg(not(feature = "aws"))]
+#[macro_export]
+macro_rules! version_with_backends {
+    () => {
+        concat!(env!("CARGO_PKG_VERSION"), " (backends: local)")
+    };
+}
+
+#[cfg(test)]
+mod backends_tests {
+    #[test]
+    fn the_version_names_exactly_the_compiled_backends() {
+        let version = version_with_backends!();
+        assert!(version.ends_with(&format!("(backends: {})", super::BACKENDS.join(", "))));
+        assert_eq!(version.contains("aws"), cfg!(feature = "aws"), "{version}");
+    }
+}
+
 /// Which implementation backs the queues, buckets and fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
