@@ -154,12 +154,27 @@ pub async fn serve(
     let (workers, threads) = sessions_and_threads(cpus, args.workers, args.model.threads);
     let mut model = args.model.clone();
     model.threads = Some(threads);
-    let mut classifiers = (0..workers)
-        .map(|_| model.build_classifier())
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for classifier in &mut classifiers {
-        self_test(classifier)?;
-    }
+    // Loading the model and the self-test take seconds; a stop asked meanwhile (the scaler
+    // terminating an instance that is still starting) ends the process cleanly at once,
+    // holding no request. Polling `shutdown` here also installs its signal handlers before
+    // the slow part.
+    let startup = tokio::task::spawn_blocking(move || {
+        let mut classifiers = (0..workers)
+            .map(|_| model.build_classifier())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for classifier in &mut classifiers {
+            self_test(classifier)?;
+        }
+        anyhow::Ok(classifiers)
+    });
+    tokio::pin!(shutdown);
+    let classifiers = tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting: nothing was taken from the queue");
+            return Ok(());
+        }
+        started = startup => started.context("loading the model")??,
+    };
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
     args.stack.ensure(&cloud).await?;
     let instance_id = cloud.instance_id().await;
