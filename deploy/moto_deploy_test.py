@@ -152,9 +152,10 @@ def main() -> int:
     declared = {
         k for k, v in template()["Resources"].items() if v.get("Condition") != "HasAmi"
     }
-    moto_gaps = {"InputBucketPolicy", "OutputBucketPolicy"}
+    moto_gaps = {"InputBucketPolicy", "OutputBucketPolicy", "QueuesTlsOnlyPolicy"}
     c.check(
-        "every resource but the web instance created (moto lacks AWS::S3::BucketPolicy)",
+        "every resource but the web instance created (moto lacks AWS::S3::BucketPolicy "
+        "and AWS::SQS::QueuePolicy)",
         declared - created <= moto_gaps,
         sorted(declared - created),
     )
@@ -188,6 +189,19 @@ def main() -> int:
                 str(a.get("SqsManagedSseEnabled", "")).lower() == "true",
                 a.get("SqsManagedSseEnabled"),
             )
+            if "QueuesTlsOnlyPolicy" in created:
+                policy, where = json.loads(a.get("Policy", "{}")), ""
+            else:
+                # moto 5.2.5 does not create AWS::SQS::QueuePolicy: read the template's.
+                props = template()["Resources"]["QueuesTlsOnlyPolicy"]["Properties"]
+                logical = name.removesuffix("Url")
+                policy = props["PolicyDocument"] if logical in props["Queues"] else {}
+                where = " (in the template: moto does not create AWS::SQS::QueuePolicy)"
+            denies = [st for st in policy.get("Statement", [])
+                      if st.get("Effect") == "Deny"
+                      and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+                      in ("false", False)]  # fmt: skip
+            c.check(f"{name}: TLS-only queue policy{where}", len(denies) == 1, policy)
 
     # The redrive really works: a message received 4 times lands in the dead-letter queue.
     rq, rdlq = out["RequestQueueUrl"], out["RequestDeadLetterQueueUrl"]
@@ -293,6 +307,18 @@ def main() -> int:
 
     web = role_policy("WebInstanceProfileName")
     web_by_sid = {s["Sid"]: s for s in statements(web)}
+    queue_arn = {q: sqs.get_queue_attributes(QueueUrl=out[q], AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"] for q in ("RequestQueueUrl", "ResponseQueueUrl")}  # fmt: skip
+    sqs_grants = sorted((a, r) for st in statements(web) for a in as_list(st["Action"])
+                        if a.startswith("sqs:") for r in as_list(st["Resource"]))  # fmt: skip
+    c.check("web role: sends requests and takes responses, nothing more on the queues",
+            sqs_grants == sorted(
+                [(a, queue_arn["RequestQueueUrl"]) for a in
+                 ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")]
+                + [(a, queue_arn["ResponseQueueUrl"]) for a in
+                   ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes")]),
+            sqs_grants)  # fmt: skip
     run = web_by_sid["RunTaggedAppTierInstances"]
     c.check("web role: RunInstances only with the stack tag",
             run["Condition"]["StringEquals"].get("aws:RequestTag/iras:stack") == stack

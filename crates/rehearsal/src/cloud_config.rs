@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(config.write_files.len(), 1);
         let env = &config.write_files[0];
         assert_eq!(env.path, "/etc/iras/iras.env");
-        assert_eq!(env.mode, 0o644);
+        assert_eq!(env.mode, 0o600, "root only: it may hold the listener token");
         assert!(env.content.contains("IRAS_BACKEND=aws\n"));
     }
 
