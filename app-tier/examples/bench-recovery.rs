@@ -126,6 +126,9 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
     let _replacement = spawn(&args.app_tier, &app_args, state.path(), "app-tier-2");
     let summary = burst.await.unwrap().unwrap();
     let wall = started.elapsed();
+    if summary.answered < uploads.len() as u64 {
+        eprintln!("{}", summary.table());
+    }
     Round {
         answered: summary.answered,
         sent: uploads.len() as u64,
@@ -151,7 +154,17 @@ async fn main() {
             )
         })
         .flatten()
-        .filter(|e| e.path().is_file())
+        .filter(|e| {
+            let ext = e
+                .path()
+                .extension()
+                .map(|x| x.to_string_lossy().to_lowercase());
+            e.path().is_file()
+                && ext.is_some_and(|x| {
+                    ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+                        .contains(&x.as_str())
+                })
+        })
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),

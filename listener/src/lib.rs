@@ -218,12 +218,51 @@ pub struct ListenerArgs {
     pub loops: NonZeroUsize,
 }
 
+/// How long the standalone listener asks a web tier that does not answer yet whether it
+/// takes the token, before it starts anyway (deliveries are retried as they come).
+const TOKEN_CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Fails at start when the web tier refuses the token, instead of dead-lettering every
+/// result later: the two units must be given the same `IRAS_LISTENER_TOKEN`.
+async fn check_token(sink: &HttpSink) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + TOKEN_CHECK_FOR;
+    let mut backoff = iras_service::Backoff::new(std::time::Duration::from_secs(5));
+    loop {
+        match sink.check_token().await {
+            sink::TokenCheck::Accepted => {
+                tracing::info!(url = sink.url(), "the web tier takes this listener's token");
+                return Ok(());
+            }
+            sink::TokenCheck::Refused => anyhow::bail!(
+                "the web tier at {} refuses this listener's token: give the web tier \
+                 (--listener-token) and the listener (--token) the same \
+                 IRAS_LISTENER_TOKEN, e.g. one line in /etc/iras/iras.env read by both units",
+                sink.url()
+            ),
+            sink::TokenCheck::Unknown if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    url = sink.url(),
+                    "the web tier does not answer yet: starting anyway; deliveries are retried"
+                );
+                return Ok(());
+            }
+            sink::TokenCheck::Unknown => tokio::time::sleep(backoff.next_pause()).await,
+        }
+    }
+}
+
 /// Runs the standalone listener until `shutdown` resolves.
 pub async fn run_standalone(
     args: ListenerArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let sink: Arc<dyn ResultSink> = Arc::new(HttpSink::new(&args.deliver_to, args.token)?);
+    let http = HttpSink::new(&args.deliver_to, args.token)?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return Ok(()),
+        checked = check_token(&http) => checked?,
+    }
+    let sink: Arc<dyn ResultSink> = Arc::new(http);
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
     args.stack.ensure(&cloud).await?;
     let queue = cloud.queue(&args.stack.response_queue).await?;

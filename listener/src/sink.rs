@@ -114,6 +114,50 @@ impl HttpSink {
     }
 }
 
+/// What the web tier said to [`HttpSink::check_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// The web tier took the token (it then refused the empty probe body, as it should).
+    Accepted,
+    /// The web tier refused the token: the two sides were given different ones.
+    Refused,
+    /// No answer that says either (not up yet, busy): ask again later.
+    Unknown,
+}
+
+impl HttpSink {
+    /// Asks the web tier whether it takes this sink's token, by delivering an empty object:
+    /// the endpoint checks the token before the body, so `401` means a wrong token and
+    /// `400` (an unreadable result) a right one. Nothing is recorded either way.
+    pub async fn check_token(&self) -> TokenCheck {
+        let probe = self
+            .client
+            .post(&self.url)
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}")
+            .send()
+            .await;
+        match probe.map(|r| r.status()) {
+            Ok(s)
+                if s == reqwest::StatusCode::UNAUTHORIZED
+                    || s == reqwest::StatusCode::FORBIDDEN =>
+            {
+                TokenCheck::Refused
+            }
+            Ok(s) if s.is_success() || s == reqwest::StatusCode::BAD_REQUEST => {
+                TokenCheck::Accepted
+            }
+            _ => TokenCheck::Unknown,
+        }
+    }
+
+    /// The endpoint this sink delivers to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 /// Whether `host` (as a URL spells it) names this machine.
 pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');

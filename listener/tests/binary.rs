@@ -58,6 +58,10 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
                 let (got, calls) = (got.clone(), calls.clone());
                 async move {
                     assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
+                    if body == "{}" {
+                        // The start-up token check: right token, unreadable result.
+                        return (StatusCode::BAD_REQUEST, "unreadable result".to_owned());
+                    }
                     if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                         return (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned());
                     }
@@ -132,4 +136,46 @@ fn refuses_a_delivery_address_off_this_machine_and_a_missing_token() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}
+
+/// A web tier that refuses the token: the listener says so at start and exits non-zero,
+/// instead of dead-lettering every result later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_web_tier_refuses_stops_the_listener_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
+        .await
+        .unwrap();
+    cloud.provision(&StackArgs::default().spec()).await.unwrap();
+    let app = axum::Router::new().route(
+        iras_listener::DELIVERY_PATH,
+        axum::routing::post(|| async {
+            (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong listener token\n",
+            )
+        }),
+    );
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(server, app).await.unwrap() });
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_listener"))
+            .args(["--deliver-to", &format!("http://{addr}")])
+            .env("IRAS_STATE_DIR", state.path())
+            .env("IRAS_LISTENER_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refuses this listener's token") && stderr.contains("IRAS_LISTENER_TOKEN"),
+        "{stderr}"
+    );
 }
