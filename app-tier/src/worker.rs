@@ -13,7 +13,9 @@
 //! 2. fetch the image (inline base64, or the claim-check object in the input bucket);
 //! 3. classify; 4. write the image to the input bucket and `(stem, label)` to the output
 //!    bucket (keys from the request, so a redelivered request overwrites the same objects);
-//! 5. send the response to the request's reply-to queue; 6. delete the request (batched).
+//! 5. write the whole response to the output bucket under `results/<id>.json` (also for
+//!    error answers), send it to the request's reply-to queue; 6. delete the request
+//!    (batched).
 //!
 //! Input that can never be classified (bad base64, an undecodable or oversized image, a
 //! missing claim-check object) gets an *error response* and is deleted: a poison message
@@ -543,6 +545,16 @@ async fn store(
     };
     let label = async {
         match outcome {
+            Outcome::Label { .. }
+                if iras_protocol::is_reserved_output_key(
+                    request.key_scheme,
+                    &request.file_name,
+                ) =>
+            {
+                tracing::warn!(id = %request.id, file = %request.file_name,
+                    "output key `results` is reserved for the id-keyed results: no (stem, label) object");
+                Ok(())
+            }
             Outcome::Label { label, .. } => {
                 let value = request.output_value(label).into_bytes();
                 shared.output.put(&request.output_key(), value).await
@@ -576,6 +588,17 @@ async fn respond(
             return false;
         }
     };
+    // The id-keyed result first: once a client has its answer, `GET /results/{id}` finds
+    // it too, on any web tier and after a restart. A redelivery overwrites it with an
+    // equivalent one.
+    if let Err(e) = shared
+        .output
+        .put(&request.result_key(), body.clone().into_bytes())
+        .await
+    {
+        tracing::warn!(id = %request.id, error = %e, "cannot write the result by id: will be redelivered");
+        return false;
+    }
     let queue = match reply_queue(shared, &request.reply_to).await {
         Ok(queue) => queue,
         Err(e) => {

@@ -193,14 +193,21 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
     assert!(input.get("coffee.png").await.is_ok());
     let output = cloud.bucket("iras-output").await.unwrap();
     assert_eq!(output.get("coffee").await.unwrap(), b"(coffee, espresso)");
+    // Beside them, every answer (errors too) by request id, under `results/`.
+    let keys = output.list("").await.unwrap();
+    let graded: Vec<_> = keys
+        .iter()
+        .filter(|k| !k.starts_with(iras_protocol::RESULTS_PREFIX))
+        .collect();
     assert!(
-        output
-            .list("")
-            .await
-            .unwrap()
-            .iter()
-            .all(|k| k == "chelsea" || k == "coffee")
+        graded.iter().all(|k| *k == "chelsea" || *k == "coffee"),
+        "{keys:?}"
     );
+    assert_eq!(keys.len() - graded.len(), 4, "{keys:?}");
+    let by_id = output.get(&poison.result_key()).await.unwrap();
+    let by_id = ResponseMessage::decode(std::str::from_utf8(&by_id).unwrap()).unwrap();
+    assert_eq!(by_id.id, poison.id);
+    assert_eq!(&by_id.outcome, &answers["poison.jpg"]);
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), server)

@@ -42,7 +42,7 @@ pub enum AppError {
     #[error("too many requests waiting for results; retry shortly")]
     Overloaded,
     /// The queue or bucket failed; the detail is logged.
-    #[error("the request queue is unavailable; retry shortly")]
+    #[error("the queue or bucket is unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
     /// No result before the deadline.
     #[error("no result within {timeout_secs} s; fetch it later from /results/{id}")]
@@ -62,13 +62,22 @@ pub enum AppError {
         /// The worker's one-line reason.
         message: String,
     },
+    /// An `Idempotency-Key` or `X-Request-Id` header that is not a usable request id.
+    #[error("bad request id: {0}")]
+    BadRequestId(String),
+    /// A client id already used for an upload of another file.
+    #[error(
+        "request id {0} was already used for an upload of another file; send a new id for a new upload"
+    )]
+    IdConflict(RequestId),
+    /// Under the file-name key scheme, a file whose stem is the reserved `results`.
+    #[error("the file name stem `results` is reserved (it holds results by id); rename the file")]
+    ReservedFileName,
     /// `GET /results/{id}` with something that is not a request id.
     #[error("not a request id: {0}")]
     BadId(String),
     /// `GET /results/{id}` for an id nobody knows.
-    #[error(
-        "unknown request id {0} (results older than this web tier's memory are found by id only under the request-id key scheme)"
-    )]
+    #[error("unknown request id {0}")]
     UnknownId(RequestId),
     /// A bug or an unexpected failure; the detail is logged.
     #[error("internal error")]
@@ -82,9 +91,13 @@ impl AppError {
         match self {
             Self::BadForm { status, .. } => *status,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::MissingFile | Self::SeveralFiles | Self::BadFileName(_) | Self::BadId(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingFile
+            | Self::SeveralFiles
+            | Self::BadFileName(_)
+            | Self::BadId(_)
+            | Self::BadRequestId(_)
+            | Self::ReservedFileName => StatusCode::BAD_REQUEST,
+            Self::IdConflict(_) => StatusCode::CONFLICT,
             Self::BadImage(E::TooManyBytes { .. } | E::TooManyPixels { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -119,6 +132,9 @@ impl AppError {
             Self::Timeout { .. } => "timeout",
             Self::Classify { kind, .. } => kind.as_str(),
             Self::BadId(_) => "bad_id",
+            Self::BadRequestId(_) => "bad_request_id",
+            Self::IdConflict(_) => "id_conflict",
+            Self::ReservedFileName => "reserved_file_name",
             Self::UnknownId(_) => "unknown_id",
             Self::Internal(_) => "internal",
         }
@@ -139,7 +155,10 @@ impl AppError {
     /// The request this error is about, if it got an id.
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
-            Self::Timeout { id, .. } | Self::Classify { id, .. } | Self::UnknownId(id) => Some(*id),
+            Self::Timeout { id, .. }
+            | Self::Classify { id, .. }
+            | Self::UnknownId(id)
+            | Self::IdConflict(id) => Some(*id),
             _ => None,
         }
     }

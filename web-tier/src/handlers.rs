@@ -10,14 +10,14 @@ use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use iras_cloud::{CloudError, OutgoingMessage};
+use iras_cloud::OutgoingMessage;
 use iras_listener::{DeliveryReply, Token};
 use iras_protocol::{FileName, Outcome, PlannedRequest, RequestId, ResponseMessage};
 use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::metrics;
-use crate::waiters::{Lookup, Submitted};
+use crate::waiters::{Entered, Lookup, Submitted};
 use crate::{AppState, REQUEST_ID_HEADER};
 
 /// The form field the course's workload generator uses; any single file field is accepted.
@@ -47,7 +47,11 @@ pub(crate) async fn upload(
 ) -> Response {
     let json = wants_json(&headers);
     let started = Instant::now();
-    match submit(&state, multipart).await {
+    let submitted = match crate::request_id::from_headers(&headers) {
+        Ok(client_id) => submit(&state, client_id, multipart).await,
+        Err(e) => Err(e),
+    };
+    match submitted {
         Ok(result) => {
             state
                 .metrics
@@ -106,8 +110,12 @@ async fn read_upload(multipart: &mut Multipart, max_bytes: usize) -> Result<Uplo
     found.ok_or(AppError::MissingFile)
 }
 
+/// Validates, queues and waits. `client_id` is the id the client chose (its
+/// `Idempotency-Key`): a retry of it is answered from the stored result, or joins the
+/// request this web tier already queued, instead of being classified again.
 async fn submit(
     state: &AppState,
+    client_id: Option<RequestId>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Arc<ResponseMessage>, AppError> {
     let mut multipart = multipart.map_err(|r| AppError::BadForm {
@@ -129,48 +137,109 @@ async fn submit(
         Some(name) if !name.is_empty() => FileName::sanitize(name)?,
         _ => FileName::parse(&format!("upload.{}", info.format))?,
     };
+    if iras_protocol::is_reserved_output_key(state.config.key_scheme, &file_name) {
+        return Err(AppError::ReservedFileName);
+    }
     let slot = state.waiters.try_slot().ok_or(AppError::Overloaded)?;
-    let id = RequestId::new();
+    let id = client_id.unwrap_or_else(RequestId::new);
     let span = tracing::info_span!("upload", request_id = %id, file_name = %file_name);
     async move {
         let submitted = Submitted {
             file_name: file_name.clone(),
             key_scheme: state.config.key_scheme,
         };
+        let waiter = match client_id {
+            // A fresh id of our own: nobody else can know it.
+            None => state.waiters.register(id, submitted, slot),
+            Some(_) => {
+                // Answered before (by any web tier, before a restart too)?
+                if state.waiters.lookup(id).is_unknown()
+                    && let Some(stored) = crate::results::stored(state.output_bucket.as_ref(), id)
+                        .await
+                        .map_err(AppError::Unavailable)?
+                {
+                    same_file(id, &stored.file_name, &file_name)?;
+                    tracing::info!("answered from the stored result, not queued again");
+                    return conclude(Arc::new(stored));
+                }
+                match state.waiters.enter(id, submitted, slot) {
+                    Entered::Finished(result) => {
+                        same_file(id, &result.file_name, &file_name)?;
+                        tracing::info!("answered from memory, not queued again");
+                        return conclude(result);
+                    }
+                    Entered::Waiting {
+                        waiter,
+                        queue: false,
+                        earlier,
+                    } => {
+                        if let Some(earlier) = earlier {
+                            same_file(id, &earlier.file_name, &file_name)?;
+                        }
+                        tracing::info!("joined the request already queued with this id");
+                        return wait(state, id, waiter).await;
+                    }
+                    Entered::Waiting { waiter, .. } => waiter,
+                }
+            }
+        };
         // Registered before the send, so even an instant answer finds its waiter.
-        let mut waiter = state.waiters.register(id, submitted, slot);
         if let Err(e) = enqueue(state, id, &file_name, &bytes).await {
             state.waiters.forget(id);
             return Err(AppError::Unavailable(e));
         }
         drop(bytes);
         tracing::debug!("queued");
-        match tokio::time::timeout(state.config.request_timeout, waiter.result()).await {
-            Ok(Some(result)) => match &result.outcome {
-                Outcome::Label { label, .. } => {
-                    tracing::info!(label = %label, worker = %result.worker, "answered");
-                    Ok(result)
-                }
-                Outcome::Error { kind, message } => Err(AppError::Classify {
-                    id,
-                    kind: *kind,
-                    message: message.clone(),
-                }),
-            },
-            Ok(None) => Err(AppError::Internal(anyhow::anyhow!(
-                "the waiter's sender was dropped"
-            ))),
-            Err(_) => {
-                tracing::warn!("no result before the deadline");
-                Err(AppError::Timeout {
-                    id,
-                    timeout_secs: state.config.request_timeout.as_secs(),
-                })
-            }
-        }
+        wait(state, id, waiter).await
     }
     .instrument(span)
     .await
+}
+
+/// A retry must be of the same file as the upload that first used its id.
+fn same_file(id: RequestId, first: &FileName, now: &FileName) -> Result<(), AppError> {
+    if first == now {
+        Ok(())
+    } else {
+        Err(AppError::IdConflict(id))
+    }
+}
+
+/// A result as the upload's answer: the label, or the app tier's error.
+fn conclude(result: Arc<ResponseMessage>) -> Result<Arc<ResponseMessage>, AppError> {
+    match &result.outcome {
+        Outcome::Label { label, .. } => {
+            tracing::info!(label = %label, worker = %result.worker, "answered");
+            Ok(result)
+        }
+        Outcome::Error { kind, message } => Err(AppError::Classify {
+            id: result.id,
+            kind: *kind,
+            message: message.clone(),
+        }),
+    }
+}
+
+/// Waits, bounded by the request timeout, for the result of `id`.
+async fn wait(
+    state: &AppState,
+    id: RequestId,
+    mut waiter: crate::waiters::Waiter,
+) -> Result<Arc<ResponseMessage>, AppError> {
+    match tokio::time::timeout(state.config.request_timeout, waiter.result()).await {
+        Ok(Some(result)) => conclude(result),
+        // Only a joiner can see this: the upload it joined failed to queue.
+        Ok(None) => Err(AppError::Unavailable(anyhow::anyhow!(
+            "the upload this retry joined could not be queued"
+        ))),
+        Err(_) => {
+            tracing::warn!("no result before the deadline");
+            Err(AppError::Timeout {
+                id,
+                timeout_secs: state.config.request_timeout.as_secs(),
+            })
+        }
+    }
 }
 
 /// Puts the request on the queue (after the image, when it needs a claim check).
@@ -243,31 +312,26 @@ pub(crate) async fn result(
     headers: HeaderMap,
 ) -> Response {
     let json = wants_json(&headers);
-    let id = match raw_id.parse::<RequestId>() {
+    let id = match crate::request_id::parse(&raw_id) {
         Ok(id) => id,
         Err(_) => return AppError::BadId(raw_id.chars().take(64).collect()).into_response_as(json),
     };
-    let (key, file_name) = match state.waiters.lookup(id) {
+    let pending_here = match state.waiters.lookup(id) {
         Lookup::Finished(result) => return answer(&result, json),
-        Lookup::Pending(s) => (
-            iras_protocol::output_key(s.key_scheme, id, &s.file_name),
-            Some(s.file_name),
-        ),
-        // Only the request-id layout can be found from the id alone.
-        Lookup::Unknown => (id.to_string(), None),
+        Lookup::Pending(_) => true,
+        Lookup::Unknown => false,
     };
-    match state.output_bucket.get(&key).await {
-        Ok(value) => {
-            let value = String::from_utf8_lossy(&value);
-            match iras_protocol::parse_output_value(&value) {
-                Ok(parsed) => from_bucket(id, file_name.as_ref(), &parsed.label, json),
-                Err(e) => AppError::Internal(anyhow::anyhow!("output object {key}: {e}"))
-                    .into_response_as(json),
-            }
-        }
-        Err(CloudError::ObjectNotFound { .. }) if file_name.is_some() => pending(id, json),
-        Err(CloudError::ObjectNotFound { .. }) => AppError::UnknownId(id).into_response_as(json),
-        Err(e) => AppError::Unavailable(e.into()).into_response_as(json),
+    // By id, whatever the key scheme and whichever web tier queued it.
+    match crate::results::stored(state.output_bucket.as_ref(), id).await {
+        Ok(Some(stored)) => return answer(&stored, json),
+        Ok(None) if pending_here => return pending(id, json),
+        Ok(None) => {}
+        Err(e) => return AppError::Unavailable(e).into_response_as(json),
+    }
+    match crate::results::legacy_label(state.output_bucket.as_ref(), id).await {
+        Ok(Some(label)) => from_bucket(id, None, &label, json),
+        Ok(None) => AppError::UnknownId(id).into_response_as(json),
+        Err(e) => AppError::Unavailable(e).into_response_as(json),
     }
 }
 

@@ -7,6 +7,8 @@
 //!   per request, completed by the listener), and recent results for `GET /results/{id}`.
 //! - `handlers`: `POST /`, `GET /results/{id}`, `GET /healthz`, `GET /metrics`, and the
 //!   internal delivery endpoint of the split deployment.
+//! - [`request_id`]: the id a client may choose (`Idempotency-Key` / `X-Request-Id`).
+//! - [`results`]: results by id from the output bucket (`results/<id>.json`).
 //! - [`error`]: every failure with its status and one-line reason.
 //! - [`metrics`]: Prometheus counters, histogram and gauge.
 //!
@@ -38,6 +40,8 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod metrics;
+pub mod request_id;
+pub mod results;
 pub mod waiters;
 
 pub use config::{ListenerMode, WebArgs, WebConfig};

@@ -5,6 +5,10 @@
 //! listener completes it. The number of waiters is bounded by a semaphore: an upload that
 //! finds no free slot is answered 503 at once instead of queueing without limit.
 //!
+//! A retried upload that names the id of a request this web tier already queued (its
+//! `Idempotency-Key`) *joins* it: [`Waiters::enter`] adds one more sender under the id and
+//! says the request needs no second message; the one result wakes every waiter.
+//!
 //! Finished results are also kept, bounded and oldest-first evicted, for
 //! `GET /results/{id}`: a request that timed out, or whose client went away, can still be
 //! looked up, and a duplicate response is just recorded again.
@@ -49,9 +53,27 @@ pub struct Waiters {
 
 #[derive(Debug)]
 struct Inner {
-    waiting: HashMap<RequestId, oneshot::Sender<Arc<ResponseMessage>>>,
+    /// Every waiter of an id: the upload that queued it and any retries that joined it.
+    waiting: HashMap<RequestId, Vec<oneshot::Sender<Arc<ResponseMessage>>>>,
     submitted: Recent<RequestId, Submitted>,
     finished: Recent<RequestId, Arc<ResponseMessage>>,
+}
+
+/// What [`Waiters::enter`] found for an id.
+#[derive(Debug)]
+pub enum Entered {
+    /// Its result is already here: answer it, queue nothing.
+    Finished(Arc<ResponseMessage>),
+    /// Registered; `queue` says whether this upload must send the request (`false`: this
+    /// web tier already queued the id, and the waiter joins that request).
+    Waiting {
+        /// Completed by the listener.
+        waiter: Waiter,
+        /// Whether to send the request message.
+        queue: bool,
+        /// What the upload that first queued the id submitted (`None` when `queue`).
+        earlier: Option<Submitted>,
+    },
 }
 
 /// A free waiting slot, held for the life of one upload.
@@ -109,7 +131,7 @@ impl Waiters {
     pub fn register(self: &Arc<Self>, id: RequestId, submitted: Submitted, slot: Slot) -> Waiter {
         let (sender, receiver) = oneshot::channel();
         let mut inner = self.lock();
-        inner.waiting.insert(id, sender);
+        inner.waiting.entry(id).or_default().push(sender);
         inner.submitted.insert(id, submitted);
         drop(inner);
         Waiter {
@@ -120,7 +142,38 @@ impl Waiters {
         }
     }
 
-    /// Forgets a request that was never queued (its send failed).
+    /// For an upload with an id its client chose: the finished result if this web tier has
+    /// it; else a waiter that joins the request if this web tier already queued the id
+    /// (waiting or timed out, as long as it is remembered); else a fresh registration, as
+    /// [`register`](Self::register). One critical section, so two uploads of one new id
+    /// racing each other queue it once.
+    pub fn enter(self: &Arc<Self>, id: RequestId, submitted: Submitted, slot: Slot) -> Entered {
+        let mut inner = self.lock();
+        if let Some(done) = inner.finished.get(&id) {
+            return Entered::Finished(done.clone());
+        }
+        let earlier = inner.submitted.get(&id).cloned();
+        let queue = earlier.is_none();
+        let (sender, receiver) = oneshot::channel();
+        inner.waiting.entry(id).or_default().push(sender);
+        if queue {
+            inner.submitted.insert(id, submitted);
+        }
+        drop(inner);
+        Entered::Waiting {
+            waiter: Waiter {
+                id,
+                waiters: self.clone(),
+                receiver,
+                _slot: slot,
+            },
+            queue,
+            earlier,
+        }
+    }
+
+    /// Forgets a request that was never queued (its send failed). Waiters that joined it
+    /// see their sender dropped.
     pub fn forget(&self, id: RequestId) {
         let mut inner = self.lock();
         inner.waiting.remove(&id);
@@ -133,13 +186,17 @@ impl Waiters {
         let response = Arc::new(response);
         let mut inner = self.lock();
         inner.finished.insert(id, response.clone());
-        match inner
-            .waiting
-            .remove(&id)
-            .map(|sender| sender.send(response))
-        {
-            Some(Ok(())) => Delivery::Delivered,
-            _ => Delivery::Recorded,
+        let senders = inner.waiting.remove(&id).unwrap_or_default();
+        drop(inner);
+        // Every waiter gets it (no short circuit): the first and the retries that joined.
+        let mut delivered = false;
+        for sender in senders {
+            delivered |= sender.send(response.clone()).is_ok();
+        }
+        if delivered {
+            Delivery::Delivered
+        } else {
+            Delivery::Recorded
         }
     }
 
@@ -156,14 +213,21 @@ impl Waiters {
     }
 }
 
+impl Lookup {
+    /// Whether this web tier knows nothing of the id.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Self::Unknown)
+    }
+}
+
 impl Waiter {
     /// The request id waited for.
     pub fn id(&self) -> RequestId {
         self.id
     }
 
-    /// Waits for the result. `None` if the web tier dropped the sender (never in normal
-    /// operation: the sender lives in the map until completed or this waiter drops).
+    /// Waits for the result. `None` if the web tier dropped the sender: the request this
+    /// waiter joined could not be queued ([`Waiters::forget`]).
     pub async fn result(&mut self) -> Option<Arc<ResponseMessage>> {
         (&mut self.receiver).await.ok()
     }
@@ -171,7 +235,16 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        self.waiters.lock().waiting.remove(&self.id);
+        // Closing our receiver marks our sender closed; drop just that one, and the entry
+        // once no waiter of the id is left.
+        self.receiver.close();
+        let mut inner = self.waiters.lock();
+        if let Some(senders) = inner.waiting.get_mut(&self.id) {
+            senders.retain(|s| !s.is_closed());
+            if senders.is_empty() {
+                inner.waiting.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -257,6 +330,64 @@ mod tests {
         assert_eq!(waiter.result().await.unwrap().outcome.label(), Some("cat"));
         assert_eq!(w.complete(response(id, "cat")), Delivery::Recorded);
         assert!(matches!(w.lookup(id), Lookup::Finished(r) if r.outcome.label() == Some("cat")));
+    }
+
+    #[tokio::test]
+    async fn a_retry_with_a_known_id_joins_instead_of_queueing_again() {
+        let w = Arc::new(Waiters::new(4, 10));
+        let id = RequestId::new();
+        let Entered::Waiting {
+            waiter: mut first,
+            queue: true,
+            earlier: None,
+        } = w.enter(id, submitted(), w.try_slot().unwrap())
+        else {
+            panic!("a new id is queued")
+        };
+        let Entered::Waiting {
+            waiter: mut second,
+            queue: false,
+            earlier: Some(earlier),
+        } = w.enter(id, submitted(), w.try_slot().unwrap())
+        else {
+            panic!("a known id is joined")
+        };
+        assert_eq!(earlier, submitted());
+        // A third joiner that gives up does not take the others' senders with it.
+        let Entered::Waiting { waiter: third, .. } =
+            w.enter(id, submitted(), w.try_slot().unwrap())
+        else {
+            panic!("joined")
+        };
+        drop(third);
+        assert_eq!(w.waiting(), 2);
+        assert_eq!(w.complete(response(id, "cat")), Delivery::Delivered);
+        assert_eq!(first.result().await.unwrap().outcome.label(), Some("cat"));
+        assert_eq!(second.result().await.unwrap().outcome.label(), Some("cat"));
+        // Once finished, the id is answered from memory.
+        assert!(
+            matches!(w.enter(id, submitted(), w.try_slot().unwrap()), Entered::Finished(r) if r.outcome.label() == Some("cat"))
+        );
+    }
+
+    #[tokio::test]
+    async fn joiners_of_a_request_that_was_never_queued_are_told() {
+        let w = Arc::new(Waiters::new(4, 10));
+        let id = RequestId::new();
+        let Entered::Waiting { waiter: first, .. } =
+            w.enter(id, submitted(), w.try_slot().unwrap())
+        else {
+            panic!("queued")
+        };
+        let Entered::Waiting {
+            waiter: mut joined, ..
+        } = w.enter(id, submitted(), w.try_slot().unwrap())
+        else {
+            panic!("joined")
+        };
+        w.forget(id);
+        drop(first);
+        assert!(joined.result().await.is_none());
     }
 
     #[test]

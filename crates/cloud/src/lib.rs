@@ -12,6 +12,9 @@
 //! - The **aws** backend ([`aws`]) uses SQS, S3 and EC2 through the SDK's default
 //!   credential chain.
 //!
+//! - [`dead_letter`]: the operator's look at a dead-letter queue, and redrive and purge,
+//!   on the [`Queue`] trait alone (the `dlq` binary is its command line).
+//!
 //! The design decision a reader may question: the backend is chosen at run time by
 //! configuration, never by `cfg(test)`. The local backend is not a test double bolted on
 //! the side; it is a real, durable implementation that the zero-setup stack runs on, and
@@ -21,6 +24,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bucket;
+pub mod dead_letter;
 pub mod env;
 pub mod error;
 pub mod fleet;

@@ -102,6 +102,10 @@ pub struct ReceivedMessage {
     pub receipt: ReceiptHandle,
     /// How many times the message has been received, this time included (starts at 1).
     pub receive_count: u32,
+    /// When the message was first sent, in milliseconds since the Unix epoch
+    /// (`SentTimestamp`); a dead-lettered message keeps the time it was sent to its
+    /// source queue. 0 if the service did not say.
+    pub sent_at_ms: u64,
 }
 
 /// How to receive.

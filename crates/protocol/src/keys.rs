@@ -89,6 +89,31 @@ pub fn claim_key(id: RequestId, file_name: &FileName) -> String {
     format!("{id}/{file_name}")
 }
 
+/// Prefix of the id-keyed result objects in the output bucket ([`result_key`]).
+pub const RESULTS_PREFIX: &str = "results/";
+
+/// Whether `file_name` under `scheme` would have the output key `results`, the first
+/// segment of every [`result_key`]. S3 keeps `results` and `results/…` apart, but a file
+/// system (the local backend's buckets) cannot hold a file and a directory of one name, so
+/// the web tier refuses such an upload under [`KeyScheme::FileName`] (with a reason), and
+/// a worker given one anyway skips its `(stem, label)` object rather than block every
+/// id-keyed result.
+pub fn is_reserved_output_key(scheme: KeyScheme, file_name: &FileName) -> bool {
+    scheme == KeyScheme::FileName && Some(file_name.stem()) == RESULTS_PREFIX.strip_suffix('/')
+}
+
+/// The output-bucket key of a request's id-keyed result: `results/<request id>.json`,
+/// holding the whole response message (label, scores, worker, timings, or the error).
+///
+/// Written by the app tier beside the graded `(stem, label)` object under either key
+/// scheme, before the response is sent, so `GET /results/{id}` finds exactly this
+/// request's result from the id alone, after a web-tier restart too. It can never collide
+/// with an [`output_key`]: a file stem is one path component (no `/`) and a request-id
+/// output key is a bare UUID, while every result key has the `results/` segment.
+pub fn result_key(id: RequestId) -> String {
+    format!("{RESULTS_PREFIX}{id}.json")
+}
+
 /// The output-bucket value of the seed's layout: `(test_0, bathtub)`.
 pub fn output_value(stem: &str, label: &str) -> String {
     format!("({stem}, {label})")
@@ -169,6 +194,29 @@ mod tests {
             "67e55044-10b1-426f-9247-bb680e5fe0c8"
         );
         assert_eq!(claim_key(id, &f), input_key(KeyScheme::RequestId, id, &f));
+        assert_eq!(
+            result_key(id),
+            "results/67e55044-10b1-426f-9247-bb680e5fe0c8.json"
+        );
+    }
+
+    #[test]
+    fn only_the_results_stem_is_reserved() {
+        for f in ["results.jpg", "results"] {
+            assert!(is_reserved_output_key(KeyScheme::FileName, &name(f)));
+            assert!(!is_reserved_output_key(KeyScheme::RequestId, &name(f)));
+        }
+        for f in [
+            "Results.jpg",
+            "results.tar.gz",
+            "my_results.png",
+            "test_0.JPEG",
+        ] {
+            assert!(
+                !is_reserved_output_key(KeyScheme::FileName, &name(f)),
+                "{f}"
+            );
+        }
     }
 
     #[test]
@@ -249,6 +297,25 @@ mod tests {
                 prop_assert_ne!(output_key(s, a, &fa), output_key(s, b, fb));
                 prop_assert_ne!(claim_key(a, &fa), claim_key(b, fb));
             }
+            prop_assert_ne!(result_key(a), result_key(b));
+        }
+
+        #[test]
+        fn result_keys_never_collide_with_output_keys(
+            raw in "\\PC{1,300}",
+            a in any::<[u8; 16]>(),
+            b in any::<[u8; 16]>(),
+        ) {
+            let (a, b) = (RequestId::from_uuid(uuid::Uuid::from_bytes(a)), RequestId::from_uuid(uuid::Uuid::from_bytes(b)));
+            if let Ok(f) = FileName::sanitize(&raw) {
+                for scheme in KeyScheme::ALL {
+                    let key = output_key(scheme, a, &f);
+                    prop_assert_ne!(&key, &result_key(b));
+                    prop_assert!(!key.starts_with(RESULTS_PREFIX));
+                    // The one output key a file system could not hold beside the results.
+                    prop_assert_eq!(key == "results", is_reserved_output_key(scheme, &f));
+                }
+            }
         }
 
         #[test]
@@ -256,7 +323,7 @@ mod tests {
             let id = RequestId::from_uuid(uuid::Uuid::from_bytes(bytes));
             if let Ok(f) = FileName::sanitize(&raw) {
                 for scheme in KeyScheme::ALL {
-                    for key in [input_key(scheme, id, &f), output_key(scheme, id, &f), claim_key(id, &f)] {
+                    for key in [input_key(scheme, id, &f), output_key(scheme, id, &f), claim_key(id, &f), result_key(id)] {
                         prop_assert!(!key.is_empty());
                         prop_assert!(key.len() <= 1024, "S3's key limit");
                         prop_assert!(!key.starts_with('/'));

@@ -18,7 +18,8 @@
 //! - [`KeyScheme`] with [`input_key`], [`output_key`], [`claim_key`], [`output_value`] and
 //!   [`parse_output_value`]: the bucket layout. The default [`KeyScheme::FileName`] is the
 //!   layout the seed was graded on (`test_0.JPEG` in, `test_0` → `(test_0, bathtub)` out);
-//!   [`KeyScheme::RequestId`] never collides.
+//!   [`KeyScheme::RequestId`] never collides. Under either scheme [`result_key`]
+//!   (`results/<id>.json`) holds the whole response by id, for `GET /results/{id}`.
 //! - [`build_request`] → [`PlannedRequest`]: the inline-versus-claim-check decision, with
 //!   the limits [`MAX_MESSAGE_BYTES`], [`DEFAULT_MAX_IMAGE_BYTES`] and
 //!   [`DEFAULT_MAX_IMAGE_PIXELS`].
@@ -95,8 +96,8 @@ pub use error::{MessageKind, ProtocolError};
 pub use file_name::{FileName, FileNameError, MAX_FILE_NAME_BYTES};
 pub use id::{RequestId, RequestIdError};
 pub use keys::{
-    KeyScheme, KeySchemeError, OutputValue, OutputValueError, claim_key, input_key, output_key,
-    output_value, parse_output_value,
+    KeyScheme, KeySchemeError, OutputValue, OutputValueError, RESULTS_PREFIX, claim_key, input_key,
+    is_reserved_output_key, output_key, output_value, parse_output_value, result_key,
 };
 pub use limits::{
     DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES, PlannedRequest,

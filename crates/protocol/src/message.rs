@@ -69,6 +69,11 @@ impl RequestMessage {
         keys::output_key(self.key_scheme, self.id, &self.file_name)
     }
 
+    /// Where the worker stores the whole response, by id ([`result_key`](crate::result_key)).
+    pub fn result_key(&self) -> String {
+        keys::result_key(self.id)
+    }
+
     /// The output-bucket value for `label`: `(stem, label)`.
     pub fn output_value(&self, label: &str) -> String {
         keys::output_value(self.file_name.stem(), label)

@@ -308,6 +308,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(round_secs(options.wait))
             .set_visibility_timeout(options.visibility_timeout.map(ceil_secs))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| self.error("ReceiveMessage", Failure::of(&e)))?;
@@ -326,6 +327,11 @@ impl Queue for SqsQueue {
                         tracing::warn!(queue = %self.name, "message without ApproximateReceiveCount");
                         1
                     });
+                let sent_at_ms = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 Ok(ReceivedMessage {
                     message_id: m
                         .message_id()
@@ -338,6 +344,7 @@ impl Queue for SqsQueue {
                             .to_owned(),
                     ),
                     receive_count,
+                    sent_at_ms,
                 })
             })
             .collect()

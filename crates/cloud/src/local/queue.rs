@@ -269,86 +269,91 @@ impl LocalQueue {
     async fn pick(&self, max: usize, visibility: Duration) -> Result<Picked> {
         let queue = self.name.clone();
         let redrive = self.config.redrive.clone();
-        let picked =
-            self.db
-                .with(&self.name, move |conn| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let now = now_ms();
-                    let mut picked = Picked {
-                        messages: Vec::new(),
-                        dead_lettered: false,
-                        next_visible_at_ms: None,
-                    };
-                    // Rows received in this transaction: with a zero visibility timeout they
-                    // are visible again at once and must not be picked twice.
-                    let mut taken = std::collections::HashSet::new();
-                    loop {
-                        let want = max - picked.messages.len() + taken.len();
-                        let rows: Vec<(i64, String, String, u32)> = {
-                            let mut select = tx.prepare_cached(
-                                "SELECT seq, message_id, body, receive_count FROM messages
+        let picked = self
+            .db
+            .with(&self.name, move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                let mut picked = Picked {
+                    messages: Vec::new(),
+                    dead_lettered: false,
+                    next_visible_at_ms: None,
+                };
+                // Rows received in this transaction: with a zero visibility timeout they
+                // are visible again at once and must not be picked twice.
+                let mut taken = std::collections::HashSet::new();
+                loop {
+                    let want = max - picked.messages.len() + taken.len();
+                    let rows: Vec<(i64, String, String, u32, i64)> = {
+                        let mut select = tx.prepare_cached(
+                            "SELECT seq, message_id, body, receive_count, sent_at_ms FROM messages
                              WHERE queue = ?1 AND visible_at_ms <= ?2
                              ORDER BY visible_at_ms, seq LIMIT ?3",
-                            )?;
-                            select
-                                .query_map(params![queue, now, want as i64], |r| {
-                                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                                })?
-                                .collect::<rusqlite::Result<_>>()?
-                        };
-                        let rows: Vec<_> = rows
-                            .into_iter()
-                            .filter(|(seq, ..)| !taken.contains(seq))
-                            .collect();
-                        if rows.is_empty() {
-                            break;
-                        }
-                        let mut moved_any = false;
-                        for (seq, message_id, body, count) in rows {
-                            if let Some((max_receives, dlq)) = &redrive
-                                && count >= *max_receives
-                            {
-                                tx.prepare_cached(
+                        )?;
+                        select
+                            .query_map(params![queue, now, want as i64], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                            })?
+                            .collect::<rusqlite::Result<_>>()?
+                    };
+                    let rows: Vec<_> = rows
+                        .into_iter()
+                        .filter(|(seq, ..)| !taken.contains(seq))
+                        .collect();
+                    if rows.is_empty() {
+                        break;
+                    }
+                    let mut moved_any = false;
+                    for (seq, message_id, body, count, sent_at_ms) in rows {
+                        if let Some((max_receives, dlq)) = &redrive
+                            && count >= *max_receives
+                        {
+                            tx.prepare_cached(
                                 "UPDATE messages SET queue = ?2, visible_at_ms = ?3, receipt = NULL
                                  WHERE seq = ?1",
                             )?
                             .execute(params![seq, dlq, now])?;
-                                picked.dead_lettered = true;
-                                moved_any = true;
-                                continue;
-                            }
-                            let receipt = format!("{seq}.{}", uuid::Uuid::new_v4().simple());
-                            tx.prepare_cached(
+                            picked.dead_lettered = true;
+                            moved_any = true;
+                            continue;
+                        }
+                        let receipt = format!("{seq}.{}", uuid::Uuid::new_v4().simple());
+                        tx.prepare_cached(
                             "UPDATE messages SET receipt = ?2, receive_count = receive_count + 1,
                                                  visible_at_ms = ?3
                              WHERE seq = ?1",
                         )?
-                        .execute(params![seq, receipt, now + millis(visibility)])?;
-                            taken.insert(seq);
-                            picked.messages.push(ReceivedMessage {
-                                message_id,
-                                body,
-                                receipt: ReceiptHandle(receipt),
-                                receive_count: count + 1,
-                            });
-                        }
-                        // Only look again if dead-lettering left room in the batch.
-                        if !moved_any || picked.messages.len() >= max {
-                            break;
-                        }
+                        .execute(params![
+                            seq,
+                            receipt,
+                            now + millis(visibility)
+                        ])?;
+                        taken.insert(seq);
+                        picked.messages.push(ReceivedMessage {
+                            message_id,
+                            body,
+                            receipt: ReceiptHandle(receipt),
+                            receive_count: count + 1,
+                            sent_at_ms: u64::try_from(sent_at_ms).unwrap_or(0),
+                        });
                     }
-                    if picked.messages.is_empty() {
-                        picked.next_visible_at_ms = tx
-                            .prepare_cached(
-                                "SELECT MIN(visible_at_ms) FROM messages
+                    // Only look again if dead-lettering left room in the batch.
+                    if !moved_any || picked.messages.len() >= max {
+                        break;
+                    }
+                }
+                if picked.messages.is_empty() {
+                    picked.next_visible_at_ms = tx
+                        .prepare_cached(
+                            "SELECT MIN(visible_at_ms) FROM messages
                              WHERE queue = ?1 AND visible_at_ms > ?2",
-                            )?
-                            .query_row(params![queue, now], |r| r.get(0))?;
-                    }
-                    tx.commit()?;
-                    Ok(picked)
-                })
-                .await?;
+                        )?
+                        .query_row(params![queue, now], |r| r.get(0))?;
+                }
+                tx.commit()?;
+                Ok(picked)
+            })
+            .await?;
         if picked.dead_lettered
             && let Some(dir) = &self.dead_letter_doorbells
         {

@@ -7,6 +7,7 @@
 //! endpoint is configured.
 
 mod bucket;
+mod dead_letter;
 mod fleet;
 mod harness;
 mod queue;
@@ -50,6 +51,7 @@ conformance!(
     queue::oversized_message_is_rejected,
     queue::missing_queue_is_a_typed_error,
     queue::provision_is_idempotent,
+    dead_letter::dead_letter_scan_redrive_and_purge,
     bucket::put_get_overwrite,
     bucket::list_by_prefix,
     bucket::missing_key_is_a_typed_error,
