@@ -174,60 +174,61 @@ impl Default for Metrics {
     }
 }
 
+/// A new metric of type `M`, registered under `name` with `help`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// Registers every metric under the `iras_scaler` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("iras_scaler");
-        let depth = Gauge::default();
-        registry.register(
+        let depth: Gauge = registered(
+            &mut registry,
             "queue_depth",
             "Request-queue depth at the last poll (visible + in flight + delayed)",
-            depth.clone(),
         );
-        let instances = Gauge::default();
-        registry.register(
+        let instances: Gauge = registered(
+            &mut registry,
             "instances",
             "App-tier instances pending or running at the last poll",
-            instances.clone(),
         );
-        let desired = Gauge::default();
-        registry.register(
+        let desired: Gauge = registered(
+            &mut registry,
             "desired_instances",
             "The fleet size the policy aimed at on the last poll",
-            desired.clone(),
         );
-        let launches = Counter::default();
-        registry.register("launches", "Instances launched", launches.clone());
-        let terminations = Counter::default();
-        registry.register(
+        let launches: Counter = registered(&mut registry, "launches", "Instances launched");
+        let terminations: Counter = registered(
+            &mut registry,
             "terminations",
             "Instances asked to terminate",
-            terminations.clone(),
         );
-        let shortfalls = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let shortfalls: Family<ReasonLabel, Counter> = registered(
+            &mut registry,
             "launch_shortfalls",
             "Launches that started fewer instances than asked, or holds after a never-ready \
              instance, by reason (quota, capacity, never-ready, error)",
-            shortfalls.clone(),
         );
-        let never_ready = Counter::default();
-        registry.register(
+        let never_ready: Counter = registered(
+            &mut registry,
             "never_ready_terminations",
             "Instances terminated because they did not report ready within the grace period",
-            never_ready.clone(),
         );
-        let stopped = Counter::default();
-        registry.register(
+        let stopped: Counter = registered(
+            &mut registry,
             "stopped_terminations",
             "Stopped instances terminated",
-            stopped.clone(),
         );
-        let hold = Gauge::default();
-        registry.register(
+        let hold: Gauge = registered(
+            &mut registry,
             "launch_hold_seconds",
             "Seconds until launches are tried again after a shortfall (0: not held)",
-            hold.clone(),
         );
         Self {
             registry,

@@ -310,7 +310,7 @@ mod tests {
         );
         assert_eq!(unit.restart, Restart::OnFailure);
         assert_eq!(unit.restart_sec, Duration::from_secs(5));
-        assert_eq!(unit.timeout_stop, Duration::from_secs(90));
+        assert_eq!(unit.timeout_stop, Duration::from_secs(150));
         assert_eq!(unit.kill_signal, nix::sys::signal::Signal::SIGTERM);
         assert_eq!(unit.condition_paths, [PathBuf::from("/etc/iras/iras.env")]);
     }
