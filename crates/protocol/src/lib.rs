@@ -20,8 +20,8 @@
 //!   layout the seed was graded on (`test_0.JPEG` in, `test_0` → `(test_0, bathtub)` out);
 //!   [`KeyScheme::RequestId`] never collides.
 //! - [`build_request`] → [`PlannedRequest`]: the inline-versus-claim-check decision, with
-//!   the limits [`MAX_MESSAGE_BYTES`], [`DEFAULT_MAX_IMAGE_BYTES`] and
-//!   [`DEFAULT_MAX_IMAGE_PIXELS`].
+//!   the queue's message limit [`MAX_MESSAGE_BYTES`]. The image limits (bytes, pixels, decode
+//!   memory) live in one place, `iras_classifier::decode`, which both tiers use.
 //!
 //! # Example
 //!
@@ -98,10 +98,7 @@ pub use keys::{
     KeyScheme, KeySchemeError, OutputValue, OutputValueError, claim_key, input_key, output_key,
     output_value, parse_output_value,
 };
-pub use limits::{
-    DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES, PlannedRequest,
-    base64_encoded_len, build_request,
-};
+pub use limits::{MAX_MESSAGE_BYTES, PlannedRequest, base64_encoded_len, build_request};
 pub use message::{
     DEFAULT_TOP_K, ErrorKind, ImagePayload, Outcome, PROTOCOL_VERSION, Prediction, RequestMessage,
     ResponseMessage, Timings,
