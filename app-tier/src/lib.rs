@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use iras_classifier::{Classifier, ClassifierOptions, Limits, ModelPack, paths};
+use iras_classifier::{Classifier, ClassifierOptions, ModelPack, paths};
 
 pub mod classify;
 pub mod worker;
@@ -38,7 +38,7 @@ pub enum Command {
     /// Classify image files and print `file,label` lines (or JSON with --json).
     Classify(classify::ClassifyArgs),
     /// Serve as a queue worker until SIGTERM or Ctrl-C (then finish the batch in hand).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 /// Options of `app-tier serve`.
@@ -78,6 +78,9 @@ pub struct ServeArgs {
     #[arg(long, env = "IRAS_WAIT_SECS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=20))]
     pub wait_secs: u64,
+    /// Memory and concurrency of the decodes, shared by the worker loops.
+    #[command(flatten)]
+    pub decode: iras_classifier::DecodeArgs,
     /// Names this worker in responses and logs. Default: the instance name the local fleet
     /// sets, else the EC2 instance id (from the instance metadata), else the host name and
     /// process id.
@@ -99,12 +102,9 @@ pub struct ModelArgs {
     /// ONNX Runtime intra-op threads. Default: the number of CPUs (one session per process).
     #[arg(long)]
     pub threads: Option<NonZeroUsize>,
-    /// Largest accepted image file, in bytes.
-    #[arg(long, default_value_t = iras_classifier::decode::DEFAULT_MAX_BYTES)]
-    pub max_bytes: usize,
-    /// Largest accepted image, in pixels (width × height, checked from the header).
-    #[arg(long, default_value_t = iras_classifier::decode::DEFAULT_MAX_PIXELS)]
-    pub max_pixels: u64,
+    /// Input limits (the same flags and defaults as the web tier's).
+    #[command(flatten)]
+    pub limits: iras_classifier::LimitArgs,
 }
 
 impl ModelArgs {
@@ -119,11 +119,7 @@ impl ModelArgs {
             intra_threads: self.threads,
             sessions: None,
             ort_library: self.ort_library.clone(),
-            limits: Limits {
-                max_bytes: self.max_bytes,
-                max_pixels: self.max_pixels,
-                ..Limits::default()
-            },
+            limits: self.limits.limits(),
         };
         Ok(Classifier::new(&pack, options)?)
     }
@@ -139,7 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(args, iras_service::shutdown_signal()))?;
+            runtime.block_on(serve(*args, iras_service::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -150,6 +146,8 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let limits = args.model.limits.limits();
+    let decode_budget = args.decode.budget(limits.max_decoded_bytes)?;
     let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let (workers, threads) = sessions_and_threads(cpus, args.workers, args.model.threads);
     let mut model = args.model.clone();
@@ -195,6 +193,8 @@ pub async fn serve(
         visibility_timeout: std::time::Duration::from_secs(args.visibility_timeout_secs),
         wait: std::time::Duration::from_secs(args.wait_secs),
         max_processing: std::time::Duration::from_secs(args.max_processing_secs),
+        limits,
+        decode_budget,
     };
     worker::serve(config, cloud, classifiers, shutdown).await
 }

@@ -80,6 +80,10 @@ pub struct WorkerConfig {
     /// Longest a message may be worked on (classified, stored, answered) before it is given
     /// up on.
     pub max_processing: Duration,
+    /// Input limits, checked from the header before a decode takes memory.
+    pub limits: iras_classifier::Limits,
+    /// Every decode of this process takes its estimated memory out of this budget first.
+    pub decode_budget: iras_classifier::DecodeBudget,
 }
 
 /// Shared by the worker loops of one process.
@@ -392,9 +396,41 @@ async fn classify_message(
     let Some(mut c) = classifier else {
         return (None, Step::Finished(false));
     };
+    // The header first (on the blocking pool, as every decode step): an image over the
+    // limits is answered without taking memory, and the rest wait for room in the budget.
+    let limits = shared.config.limits;
+    let probed = tokio::task::spawn_blocking(move || {
+        let probe = iras_classifier::probe_image(&bytes, &limits);
+        (bytes, probe)
+    })
+    .await;
+    let (bytes, probe) = match probed {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(id = %request.id, error = %e, "header check panicked: will be redelivered");
+            return (Some(c), Step::Finished(false));
+        }
+    };
+    let permit = match probe {
+        Ok(probe) => match shared
+            .config
+            .decode_budget
+            .acquire(probe.memory_bytes)
+            .await
+        {
+            Ok(permit) => Some(permit),
+            Err(e) => {
+                tracing::warn!(id = %request.id, error = %e, "no room to decode: will be redelivered");
+                return (Some(c), Step::Finished(false));
+            }
+        },
+        // `classify` reports the same error below, as for any bad input.
+        Err(_) => None,
+    };
     let top_k = usize::from(request.top_k.max(1));
     let inference = tokio::task::spawn_blocking(move || {
         let result = c.classify(&bytes, top_k);
+        drop(permit);
         (c, bytes, result)
     });
     let cap = shared.config.max_processing;
@@ -454,10 +490,9 @@ async fn classify_message(
         }
         Err(e) if e.is_bad_input() => Outcome::Error {
             kind: match &e {
-                iras_classifier::Error::Image(
-                    iras_classifier::ImageError::TooManyBytes { .. }
-                    | iras_classifier::ImageError::TooManyPixels { .. },
-                ) => ErrorKind::ImageTooLarge,
+                iras_classifier::Error::Image(image) if image.is_too_large() => {
+                    ErrorKind::ImageTooLarge
+                }
                 _ => ErrorKind::UndecodableImage,
             },
             message: e.to_string(),

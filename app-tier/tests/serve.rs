@@ -123,8 +123,7 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
             model_dir: None,
             ort_library: None,
             threads: NonZeroUsize::new(1),
-            max_bytes: iras_classifier::decode::DEFAULT_MAX_BYTES,
-            max_pixels: iras_classifier::decode::DEFAULT_MAX_PIXELS,
+            limits: iras_classifier::LimitArgs::default(),
         },
         stack: iras_cloud::StackArgs {
             provision: iras_cloud::Provision::Never,
@@ -135,6 +134,7 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
         visibility_timeout_secs: 30,
         wait_secs: 1,
         max_processing_secs: 120,
+        decode: iras_classifier::DecodeArgs::default(),
         worker_id: Some("app-tier-test".into()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -47,12 +47,28 @@ pub struct HttpArgs {
     #[arg(long, env = "IRAS_MAX_WAITING", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_waiting: u32,
-    /// Largest accepted image file, in bytes.
-    #[arg(long, env = "IRAS_MAX_IMAGE_BYTES", default_value_t = iras_protocol::DEFAULT_MAX_IMAGE_BYTES)]
-    pub max_image_bytes: usize,
-    /// Largest accepted image, in pixels (width × height, from the header).
-    #[arg(long, env = "IRAS_MAX_IMAGE_PIXELS", default_value_t = iras_protocol::DEFAULT_MAX_IMAGE_PIXELS)]
-    pub max_image_pixels: u64,
+    /// How long a client may take to send a request's headers, in seconds; a connection
+    /// that has not sent them in time is closed (slowloris).
+    #[arg(long, env = "IRAS_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub header_timeout_secs: u64,
+    /// How long a client may take to send an upload's body, in seconds, before a 408. Cover
+    /// the largest upload on the slowest link you serve (10 MiB at 2 Mbit/s is 42 s).
+    #[arg(long, env = "IRAS_BODY_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+    /// Most client connections open at once; beyond it new connections wait in the
+    /// kernel's accept queue until one closes. Keep it below the process's file-descriptor
+    /// limit (`LimitNOFILE` in the systemd unit).
+    #[arg(long, env = "IRAS_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Input limits (the same flags and defaults as the app tier's).
+    #[command(flatten)]
+    pub limits: iras_classifier::LimitArgs,
+    /// Memory and concurrency of the validating decodes.
+    #[command(flatten)]
+    pub decode: iras_classifier::DecodeArgs,
     /// Predictions per result returned in JSON answers (1–20).
     #[arg(long, env = "IRAS_TOP_K", default_value_t = 5,
           value_parser = clap::value_parser!(u8).range(1..=20))]
@@ -106,10 +122,18 @@ pub struct ListenerArgs {
 pub struct WebConfig {
     /// Deadline of a waiting request.
     pub request_timeout: Duration,
+    /// Deadline for reading an upload's body.
+    pub body_timeout: Duration,
+    /// Deadline for reading a request's headers.
+    pub header_timeout: Duration,
+    /// Most open client connections.
+    pub max_connections: usize,
     /// Most waiting requests.
     pub max_waiting: usize,
     /// Input limits.
     pub limits: iras_classifier::Limits,
+    /// The budget every validating decode takes its memory estimate out of.
+    pub decode_budget: iras_classifier::DecodeBudget,
     /// Predictions per result.
     pub top_k: u8,
     /// Bucket key layout.
@@ -138,12 +162,12 @@ impl WebArgs {
         let http = &self.http;
         Ok(WebConfig {
             request_timeout: Duration::from_secs(http.request_timeout_secs),
+            body_timeout: Duration::from_secs(http.body_timeout_secs),
+            header_timeout: Duration::from_secs(http.header_timeout_secs),
+            max_connections: http.max_connections as usize,
             max_waiting: http.max_waiting as usize,
-            limits: iras_classifier::Limits {
-                max_bytes: http.max_image_bytes,
-                max_pixels: http.max_image_pixels,
-                ..iras_classifier::Limits::default()
-            },
+            limits: http.limits.limits(),
+            decode_budget: http.decode.budget(http.limits.max_decoded_bytes)?,
             top_k: http.top_k,
             key_scheme: http.key_scheme,
             results_kept: http.results_kept as usize,

@@ -26,6 +26,15 @@ pub enum AppError {
         /// The image byte limit.
         max_bytes: usize,
     },
+    /// The upload did not arrive within the body timeout.
+    #[error("the upload was not received within {timeout_secs} s")]
+    BodyTimeout {
+        /// The body timeout.
+        timeout_secs: u64,
+    },
+    /// The decode budget stayed full for the whole wait.
+    #[error("too many images are being checked at once; retry shortly")]
+    DecodeBusy(#[source] iras_classifier::BudgetError),
     /// The form has no file field.
     #[error("no file in the form: send the image as the multipart file field `myfile`")]
     MissingFile,
@@ -98,14 +107,15 @@ impl AppError {
             | Self::BadRequestId(_)
             | Self::ReservedFileName => StatusCode::BAD_REQUEST,
             Self::IdConflict(_) => StatusCode::CONFLICT,
-            Self::BadImage(E::TooManyBytes { .. } | E::TooManyPixels { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Self::BadImage(e) if e.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::BadImage(E::NotAnImage | E::UnsupportedFormat { .. }) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::BadImage(_) => StatusCode::BAD_REQUEST,
-            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::DecodeBusy(_) | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Classify { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnknownId(_) => StatusCode::NOT_FOUND,
@@ -121,10 +131,9 @@ impl AppError {
             Self::MissingFile => "missing_file",
             Self::SeveralFiles => "several_files",
             Self::BadImage(iras_classifier::ImageError::Empty) => "empty_file",
-            Self::BadImage(
-                iras_classifier::ImageError::TooManyBytes { .. }
-                | iras_classifier::ImageError::TooManyPixels { .. },
-            ) => "too_large",
+            Self::BadImage(e) if e.is_too_large() => "too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::DecodeBusy(_) => "overloaded",
             Self::BadImage(_) => "not_an_image",
             Self::BadFileName(_) => "bad_file_name",
             Self::Overloaded => "overloaded",
@@ -143,7 +152,7 @@ impl AppError {
     /// The outcome this error counts as in the upload metrics.
     pub fn outcome(&self) -> metrics::Outcome {
         match self {
-            Self::Overloaded => metrics::Outcome::overloaded,
+            Self::Overloaded | Self::DecodeBusy(_) => metrics::Outcome::overloaded,
             Self::Unavailable(_) => metrics::Outcome::unavailable,
             Self::Timeout { .. } => metrics::Outcome::timeout,
             Self::Classify { .. } => metrics::Outcome::classify_error,
@@ -184,7 +193,10 @@ impl AppError {
         if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }
-        if matches!(self, Self::Overloaded | Self::Unavailable(_)) {
+        if matches!(
+            self,
+            Self::Overloaded | Self::DecodeBusy(_) | Self::Unavailable(_)
+        ) {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -122,17 +122,15 @@ async fn submit(
         status: r.status(),
         message: r.body_text(),
     })?;
-    let upload = read_upload(&mut multipart, state.config.limits.max_bytes).await?;
-    // Decoding costs milliseconds of CPU: keep it off the async threads.
-    let limits = state.config.limits;
-    let bytes = upload.bytes;
-    let (bytes, info) = tokio::task::spawn_blocking(move || {
-        let info = iras_classifier::validate_image(&bytes, &limits);
-        (bytes, info)
-    })
+    let upload = tokio::time::timeout(
+        state.config.body_timeout,
+        read_upload(&mut multipart, state.config.limits.max_bytes),
+    )
     .await
-    .map_err(|e| AppError::Internal(e.into()))?;
-    let info = info?;
+    .map_err(|_| AppError::BodyTimeout {
+        timeout_secs: state.config.body_timeout.as_secs(),
+    })??;
+    let (bytes, info) = crate::validate::validate(state, upload.bytes).await?;
     let file_name = match upload.file_name.as_deref() {
         Some(name) if !name.is_empty() => FileName::sanitize(name)?,
         _ => FileName::parse(&format!("upload.{}", info.format))?,

@@ -11,6 +11,9 @@
 //! - [`results`]: results by id from the output bucket (`results/<id>.json`).
 //! - [`error`]: every failure with its status and one-line reason.
 //! - [`metrics`]: Prometheus counters, histogram and gauge.
+//! - `validate`: an upload's header checked against the limits, then its full decode within
+//!   the process's decode budget, on the blocking pool.
+//! - `server`: the public socket (header read timeout, connection limit, graceful drain).
 //!
 //! [`run`] binds and serves; [`serve`] takes already-bound sockets (tests bind port 0).
 //! By default the listener runs inside this process; with `--listener external` the
@@ -19,7 +22,12 @@
 //! The decision a reader may question: uploads are fully decoded here, before queueing,
 //! although the app tier decodes them again. A few milliseconds of CPU per upload buys
 //! the rule that bad input is refused with a 4xx before anything is queued, so no worker
-//! ever spends a receive on a file that was never an image.
+//! ever spends a receive on a file that was never an image. The header alone would catch
+//! what is not an image or is over a limit, but not a truncated or corrupt file; so the
+//! header is checked first (a decompression bomb costs its header), and the full decode runs
+//! on the blocking pool within a memory budget shared by all uploads (`validate`).
+//! The public socket is served by `server` (header read timeout, connection limit) rather
+//! than `axum::serve`, which offers neither.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +50,8 @@ mod handlers;
 pub mod metrics;
 pub mod request_id;
 pub mod results;
+mod server;
+mod validate;
 pub mod waiters;
 
 pub use config::{ListenerMode, WebArgs, WebConfig};
@@ -209,7 +219,11 @@ pub async fn serve(
     }
 
     tracing::info!(addr = %http.local_addr()?, "web tier listening");
-    let public = axum::serve(http, app(state)).with_graceful_shutdown(shutdown);
+    let limits = server::ConnectionLimits {
+        header_timeout: state.config.header_timeout,
+        max_connections: state.config.max_connections,
+    };
+    let public = server::serve(http, app(state), limits, shutdown);
     let outcome = tokio::select! {
         r = public => r.map_err(anyhow::Error::from),
         // A background task ending early is an error no retry fixes (e.g. a missing queue).

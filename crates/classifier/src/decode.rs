@@ -1,5 +1,18 @@
 //! Decoding with limits: header first, then pixels. No ONNX Runtime needed, so the web tier can
 //! validate uploads with the same code the app tier classifies with.
+//!
+//! This module is the one home of the input limits both tiers apply ([`Limits`], set from the
+//! command line by [`LimitArgs`]): the web tier refuses with a 4xx exactly what the app tier
+//! would refuse, because both call [`probe_image`] with the same [`Limits`].
+//!
+//! Memory is bounded in two steps. [`probe_image`] reads only the header and estimates what a
+//! full decode to RGB will allocate ([`Probe::memory_bytes`]: the decoder's own buffer, the RGB
+//! copy, a rotated copy, a progressive JPEG's coefficients); an image over
+//! [`Limits::max_decoded_bytes`] is refused there. Then every decode in a process takes its
+//! estimate out of one shared [`DecodeBudget`](crate::DecodeBudget) before it starts, so all
+//! concurrent decodes together stay within the budget. The pixel limit alone does not bound
+//! memory: a 16-bit RGBA image takes 8 bytes a pixel, and a 308 KB all-zero PNG of
+//! 6300×6300 (inside 40 MP) would decode to 318 MB plus a 119 MB RGB copy.
 
 use std::io::Cursor;
 
@@ -7,15 +20,19 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::error::ImageError;
 
-/// Default for [`Limits::max_bytes`]: 16 MiB.
-pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Default for [`Limits::max_bytes`]: 10 MiB. Bigger uploads are refused before queueing.
+pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
 /// Default for [`Limits::max_pixels`]: 40 megapixels (a 24 MP camera photo fits; 40 MP of RGB is
 /// 120 MB of decoded pixels).
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 /// Default for [`Limits::max_side`]: 20 000 pixels.
 pub const DEFAULT_MAX_SIDE: u32 = 20_000;
+/// Default for [`Limits::max_decoded_bytes`]: 256 MiB, what one decode may allocate (a 40 MP
+/// RGB JPEG needs 120 MB; a 16-bit RGBA PNG of 6300×6300 would need 437 MB and is refused).
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Input limits, checked before any pixel is decoded.
+/// Input limits, checked from the header before any pixel is decoded. Both tiers apply the
+/// same values (see [`LimitArgs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted input, in bytes.
@@ -24,6 +41,9 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Largest accepted width or height, from the header.
     pub max_side: u32,
+    /// Most memory one decode to RGB may need, in bytes, as [`probe_image`] estimates it from
+    /// the header (dimensions, colour type, format).
+    pub max_decoded_bytes: u64,
 }
 
 impl Default for Limits {
@@ -32,8 +52,111 @@ impl Default for Limits {
             max_bytes: DEFAULT_MAX_BYTES,
             max_pixels: DEFAULT_MAX_PIXELS,
             max_side: DEFAULT_MAX_SIDE,
+            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
         }
     }
+}
+
+/// The input limits as command-line flags (with `IRAS_…` environment variables), shared by the
+/// web tier and the app tier so that the two cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct LimitArgs {
+    /// Largest accepted image file, in bytes.
+    #[arg(long, env = "IRAS_MAX_IMAGE_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+    pub max_image_bytes: usize,
+    /// Largest accepted image, in pixels (width × height, from the header).
+    #[arg(long, env = "IRAS_MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+    /// Largest accepted width or height, in pixels.
+    #[arg(long, env = "IRAS_MAX_IMAGE_SIDE", default_value_t = DEFAULT_MAX_SIDE)]
+    pub max_image_side: u32,
+    /// Most memory decoding one image may take, in bytes, estimated from its header (8 bytes a
+    /// pixel for 16-bit RGBA, plus the RGB copy). Larger images are refused (413).
+    #[arg(long, env = "IRAS_MAX_DECODED_BYTES", default_value_t = DEFAULT_MAX_DECODED_BYTES)]
+    pub max_decoded_bytes: u64,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitArgs {
+            max_image_bytes: l.max_bytes,
+            max_image_pixels: l.max_pixels,
+            max_image_side: l.max_side,
+            max_decoded_bytes: l.max_decoded_bytes,
+        }
+    }
+}
+
+impl LimitArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_image_bytes,
+            max_pixels: self.max_image_pixels,
+            max_side: self.max_image_side,
+            max_decoded_bytes: self.max_decoded_bytes,
+        }
+    }
+}
+
+/// What the header says about an image, and what decoding it will cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Container format, lower case.
+    pub format: &'static str,
+    /// Width as stored.
+    pub width: u32,
+    /// Height as stored.
+    pub height: u32,
+    /// Pixel layout as stored, e.g. `Rgb8`, `Rgba16`.
+    pub color: String,
+    /// Estimated peak memory of [`decode_image`] on this image, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Reads the header only (no pixel data) and checks it against `limits`: size in bytes,
+/// format, dimensions, and the memory a decode would take. Cheap whatever the image.
+pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<Probe, ImageError> {
+    let (format, mut decoder) = open_decoder(bytes, limits)?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+    let color = decoder.color_type();
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let pixels = u64::from(width) * u64::from(height);
+    let native = decoder.total_bytes();
+    let mut memory = native;
+    if color != image::ColorType::Rgb8 {
+        memory = memory.saturating_add(pixels * 3);
+    }
+    if orientation != image::metadata::Orientation::NoTransforms {
+        // `apply_orientation` builds the turned image beside the original.
+        memory = memory.saturating_add(native);
+    }
+    if format == ImageFormat::Jpeg && jpeg_is_progressive(bytes) {
+        // A progressive decoder keeps every coefficient (i16) of every component until the
+        // last scan; counted at full resolution for all three components.
+        memory = memory.saturating_add(pixels * 6);
+    }
+    let probe = Probe {
+        format: format_name(format),
+        width,
+        height,
+        color: format!("{color:?}"),
+        memory_bytes: memory,
+    };
+    if probe.memory_bytes > limits.max_decoded_bytes {
+        return Err(ImageError::TooMuchMemory {
+            width,
+            height,
+            color: probe.color,
+            needed_bytes: probe.memory_bytes,
+            max_bytes: limits.max_decoded_bytes,
+        });
+    }
+    Ok(probe)
 }
 
 /// What the header and the decoder said about an image.
@@ -131,10 +254,11 @@ impl SwapsDimensions for image::metadata::Orientation {
     }
 }
 
-/// The checks and the decoding shared by [`decode_image`] and [`validate_image`]: size in
-/// bytes, format sniffing, header (dimensions against `limits`, before any pixel is decoded),
-/// then the pixel data in the decoder's own layout.
-fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImageError> {
+/// Size in bytes, format sniffing, and the header parse; no pixel data is read.
+fn open_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<(ImageFormat, Box<dyn ImageDecoder + 'a>), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -150,11 +274,9 @@ fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImageError> {
     // A second line of defence for decoders that allocate more than the header suggests. Width
     // and height are left to `check_dimensions`, so the error can name them.
     let mut decoder_limits = image::Limits::default();
-    // Decoded buffer (up to 16-bit RGBA) plus conversion headroom.
-    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(1 << 24));
+    decoder_limits.max_alloc = Some(limits.max_decoded_bytes);
     reader.limits(decoder_limits);
-
-    let mut decoder = reader.into_decoder().map_err(|e| {
+    let decoder = reader.into_decoder().map_err(|e| {
         // Some decoders refuse a zero or huge dimension while parsing the header (or read
         // past it); PNG states its dimensions at a fixed offset, so the error can name them.
         match png_dimensions(bytes).map(|(w, h)| check_dimensions(w, h, limits)) {
@@ -162,8 +284,19 @@ fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImageError> {
             _ => classify_error(e, name, limits),
         }
     })?;
-    let (width, height) = decoder.dimensions();
-    check_dimensions(width, height, limits)?;
+    Ok((format, Box::new(decoder)))
+}
+
+/// The checks and the decoding shared by [`decode_image`] and [`validate_image`]: size in
+/// bytes, format sniffing, header (dimensions against `limits`, before any pixel is decoded),
+/// then the pixel data in the decoder's own layout.
+fn decode_native(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImageError> {
+    // The header checks, memory estimate included, come first: nothing is allocated for an
+    // image that would not fit.
+    probe_image(bytes, limits)?;
+    let (format, decoder) = open_decoder(bytes, limits)?;
+    let name = format_name(format);
+    let mut decoder = decoder;
     let color = format!("{:?}", decoder.color_type());
     let orientation = decoder
         .orientation()
@@ -237,6 +370,24 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
         match bytes[i + 1] {
             0xFF => i += 1,
             0xDA => return bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            0x01 | 0xD0..=0xD9 => i += 2,
+            _ => i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]])),
+        }
+    }
+    false
+}
+
+/// Whether a JPEG's first frame header is progressive (SOF2, or SOF6/SOF10/SOF14).
+fn jpeg_is_progressive(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        match bytes[i + 1] {
+            0xFF => i += 1,
+            0xC2 | 0xC6 | 0xCA | 0xCE => return true,
+            0xC0 | 0xC1 | 0xC3 | 0xC5 | 0xC7 | 0xC9 | 0xCB | 0xCD | 0xCF | 0xDA => return false,
             0x01 | 0xD0..=0xD9 => i += 2,
             _ => i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]])),
         }

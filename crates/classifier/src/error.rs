@@ -47,6 +47,24 @@ pub enum ImageError {
         /// [`Limits::max_side`](crate::Limits::max_side).
         max_side: u32,
     },
+    /// Decoding the image would take more memory than
+    /// [`Limits::max_decoded_bytes`](crate::Limits::max_decoded_bytes) allows (estimated from
+    /// the header: dimensions, colour type and format). A decompression bomb ends here.
+    #[error(
+        "image is {width}x{height} {color}: decoding it needs about {needed_bytes} bytes of memory, over the limit of {max_bytes} bytes"
+    )]
+    TooMuchMemory {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Pixel layout as stored.
+        color: String,
+        /// The estimate.
+        needed_bytes: u64,
+        /// The limit.
+        max_bytes: u64,
+    },
     /// The header declares a zero width or height.
     #[error("image has a zero dimension ({width}x{height})")]
     ZeroDimension {
@@ -71,6 +89,16 @@ pub enum ImageError {
         /// The decoder's description.
         message: String,
     },
+}
+
+impl ImageError {
+    /// Whether the image was refused for its size (bytes, pixels or decode memory): HTTP 413.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Self::TooManyBytes { .. } | Self::TooManyPixels { .. } | Self::TooMuchMemory { .. }
+        )
+    }
 }
 
 /// Why a model pack could not be loaded.

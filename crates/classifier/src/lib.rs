@@ -4,9 +4,12 @@
 //! - [`ModelPack`] (module [`pack`]): a directory with `model.onnx`, a `pack.toml` manifest
 //!   (input/output names, input size, resize mode and filter, scale/mean/std, channel order,
 //!   logits or probabilities) and `labels.txt`.
-//! - [`decode_image`] / [`validate_image`] (module [`decode`]): header first, [`Limits`]
-//!   checked before any pixel is decoded, typed [`ImageError`]s; grayscale, palette, alpha,
-//!   16-bit, CMYK and EXIF orientation handled.
+//! - [`decode_image`] / [`validate_image`] / [`probe_image`] (module [`decode`]): header first,
+//!   [`Limits`] (pixels, sides, bytes, and the decode memory estimated from the header) checked
+//!   before any pixel is decoded, typed [`ImageError`]s; grayscale, palette, alpha, 16-bit, CMYK
+//!   and EXIF orientation handled. [`LimitArgs`] are the flags both tiers read the limits from.
+//! - [`DecodeBudget`] (module [`budget`]): the memory and concurrency budget every decode in a
+//!   process takes its estimate out of, with a bounded wait.
 //! - [`Preprocessor`] (module [`preprocess`]): decoded pixels straight into the NCHW tensor, with
 //!   a Pillow-exact, auto-vectorised resampler.
 //! - [`Classifier`] (feature `inference`, on by default): one ONNX Runtime session checked
@@ -42,6 +45,7 @@
 
 mod error;
 
+pub mod budget;
 pub mod decode;
 pub mod pack;
 pub mod paths;
@@ -52,9 +56,12 @@ pub mod scores;
 #[cfg(feature = "inference")]
 mod classifier;
 
+pub use budget::{BudgetError, DecodeArgs, DecodeBudget, DecodePermit};
 #[cfg(feature = "inference")]
 pub use classifier::{Classification, Classifier, ClassifierOptions, Timings};
-pub use decode::{ImageInfo, Limits, RgbImage, decode_image, validate_image};
+pub use decode::{
+    ImageInfo, LimitArgs, Limits, Probe, RgbImage, decode_image, probe_image, validate_image,
+};
 pub use error::{Error, FETCH_HINT, ImageError, PackError};
 pub use pack::{Manifest, ModelPack};
 pub use preprocess::Preprocessor;

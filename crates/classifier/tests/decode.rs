@@ -187,3 +187,55 @@ fn validation_reports_what_decoding_reports_without_converting() {
         assert_eq!(validated, decoded, "{name}");
     }
 }
+
+#[test]
+fn the_decode_memory_estimate_counts_bytes_per_pixel_and_the_rgb_copy() {
+    let rgba16 = png(image::DynamicImage::ImageRgba16(image::ImageBuffer::new(
+        100, 100,
+    )));
+    let rgb8 = png(image::DynamicImage::ImageRgb8(image::RgbImage::new(
+        100, 100,
+    )));
+    let limits = Limits::default();
+    // 8 bytes a pixel as decoded, plus the 3-byte RGB copy.
+    assert_eq!(
+        iras_classifier::probe_image(&rgba16, &limits)
+            .unwrap()
+            .memory_bytes,
+        110_000
+    );
+    // Already RGB: no copy.
+    assert_eq!(
+        iras_classifier::probe_image(&rgb8, &limits)
+            .unwrap()
+            .memory_bytes,
+        30_000
+    );
+    let tight = Limits {
+        max_decoded_bytes: 109_999,
+        ..Limits::default()
+    };
+    for result in [
+        iras_classifier::probe_image(&rgba16, &tight).map(|_| ()),
+        decode_image(&rgba16, &tight).map(|_| ()),
+        validate_image(&rgba16, &tight).map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::TooMuchMemory {
+                    width: 100,
+                    height: 100,
+                    needed_bytes: 110_000,
+                    max_bytes: 109_999,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_too_large());
+        assert!(err.to_string().contains("100x100 Rgba16"), "{err}");
+    }
+    assert!(decode_image(&rgb8, &tight).is_ok());
+}

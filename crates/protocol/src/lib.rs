@@ -21,8 +21,8 @@
 //!   [`KeyScheme::RequestId`] never collides. Under either scheme [`result_key`]
 //!   (`results/<id>.json`) holds the whole response by id, for `GET /results/{id}`.
 //! - [`build_request`] → [`PlannedRequest`]: the inline-versus-claim-check decision, with
-//!   the limits [`MAX_MESSAGE_BYTES`], [`DEFAULT_MAX_IMAGE_BYTES`] and
-//!   [`DEFAULT_MAX_IMAGE_PIXELS`].
+//!   the queue's message limit [`MAX_MESSAGE_BYTES`]. The image limits (bytes, pixels, decode
+//!   memory) live in one place, `iras_classifier::decode`, which both tiers use.
 //!
 //! # Example
 //!
@@ -99,10 +99,7 @@ pub use keys::{
     KeyScheme, KeySchemeError, OutputValue, OutputValueError, RESULTS_PREFIX, claim_key, input_key,
     is_reserved_output_key, output_key, output_value, parse_output_value, result_key,
 };
-pub use limits::{
-    DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES, PlannedRequest,
-    base64_encoded_len, build_request,
-};
+pub use limits::{MAX_MESSAGE_BYTES, PlannedRequest, base64_encoded_len, build_request};
 pub use message::{
     DEFAULT_TOP_K, ErrorKind, ImagePayload, Outcome, PROTOCOL_VERSION, Prediction, RequestMessage,
     ResponseMessage, Timings,

@@ -1,4 +1,6 @@
-//! Size limits and the inline-versus-claim-check decision.
+//! The queue's size limit and the inline-versus-claim-check decision. The image limits
+//! (bytes, pixels, decode memory) have their one home in `iras_classifier::decode`, next to
+//! the decoder that enforces them in both tiers.
 
 use crate::{
     FileName, ImagePayload, KeyScheme, PROTOCOL_VERSION, ProtocolError, RequestId, RequestMessage,
@@ -12,15 +14,6 @@ use crate::{
 /// [`build_request`] takes the limit as a parameter, so a deployment that knows its queues
 /// take 1 MiB can pass that.
 pub const MAX_MESSAGE_BYTES: usize = 262_144;
-
-/// Default largest upload, in bytes (10 MiB). Bigger files are refused before queueing;
-/// anything between the message limit and this goes through a claim check.
-pub const DEFAULT_MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
-
-/// Default largest image, in pixels (width × height, 40 megapixels). Checked from the
-/// header before decoding, because a small compressed file can decode to gigabytes
-/// (a decompression bomb); 40 MP covers any phone or DSLR photo.
-pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 40_000_000;
 
 /// Length of the padded standard base64 encoding of `len` bytes: `4 × ⌈len / 3⌉`
 /// (saturating at `usize::MAX`).

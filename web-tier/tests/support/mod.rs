@@ -1,0 +1,3 @@
+//! Helpers shared by the web tier's integration tests.
+
+pub(crate) mod bomb;
