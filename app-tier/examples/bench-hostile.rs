@@ -14,18 +14,19 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark: panics and prints are its report
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[path = "../../web-tier/tests/support/bomb.rs"]
 mod bomb;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
 use iras_protocol::{FileName, KeyScheme, Outcome, PlannedRequest, RequestId, ResponseMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 
 #[derive(Parser)]
 struct Args {
@@ -47,23 +48,6 @@ struct Args {
     /// The web tier's header timeout for the slowloris scenario, in seconds.
     #[arg(long, default_value_t = 10)]
     header_timeout_secs: u64,
-}
-
-fn spawn(program: &Path, args: &[String], state: &Path, name: &str, ready: Option<&Path>) -> Child {
-    let log = std::fs::File::create(state.join(format!("{name}.log"))).unwrap();
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("IRAS_STATE_DIR", state)
-        .env("IRAS_INSTANCE_NAME", name)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true);
-    if let Some(ready) = ready {
-        cmd.env("IRAS_READY_FILE", ready);
-    }
-    cmd.spawn().unwrap()
 }
 
 /// Peak resident set size since the last reset, in MB.
@@ -141,7 +125,7 @@ async fn main() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/");
-    let web = spawn(
+    let web = support::spawn(
         &args.web_tier,
         &[
             "--listen".into(),
@@ -158,7 +142,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ready = state.path().join("app-tier.ready");
-    let app = spawn(
+    let app = support::spawn(
         &args.app_tier,
         &["serve".into(), "--wait-secs".into(), "1".into()],
         state.path(),

@@ -12,13 +12,14 @@
 //! timeouts. Run through `scripts/bench-recovery`, which builds the binaries.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::print_stderr)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tokio::process::{Child, Command};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -37,21 +38,6 @@ struct Args {
     /// Visibility timeouts to compare, in seconds (the first is the baseline).
     #[arg(long, value_delimiter = ',', default_values_t = [60, 10])]
     timeouts: Vec<u64>,
-}
-
-fn spawn(program: &Path, args: &[String], state: &Path, name: &str) -> Child {
-    let log = std::fs::File::create(state.join(format!("{name}.log"))).unwrap();
-    Command::new(program)
-        .args(args)
-        .env("IRAS_STATE_DIR", state)
-        .env("IRAS_INSTANCE_NAME", name)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 /// Files under `dir` (the local output bucket), recursively.
@@ -87,11 +73,12 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/");
-    let _web = spawn(
+    let _web = support::spawn(
         &args.web_tier,
         &["--listen".into(), format!("127.0.0.1:{port}")],
         state.path(),
         "web-tier",
+        None,
     );
     let app_args: Vec<String> = [
         "serve",
@@ -103,7 +90,7 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let mut app = spawn(&args.app_tier, &app_args, state.path(), "app-tier-1");
+    let mut app = support::spawn(&args.app_tier, &app_args, state.path(), "app-tier-1", None);
     while reqwest::get(format!("{url}healthz")).await.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -123,7 +110,7 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
     app.start_kill().unwrap();
     app.wait().await.unwrap();
     let killed = Instant::now();
-    let _replacement = spawn(&args.app_tier, &app_args, state.path(), "app-tier-2");
+    let _replacement = support::spawn(&args.app_tier, &app_args, state.path(), "app-tier-2", None);
     let summary = burst.await.unwrap().unwrap();
     let wall = started.elapsed();
     if summary.answered < uploads.len() as u64 {

@@ -14,16 +14,17 @@
 //! `scripts/bench-stack`, which builds the binaries.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::print_stderr)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use iras_classifier::{Classifier, ClassifierOptions, ModelPack, paths};
 use reqwest::multipart::{Form, Part};
-use tokio::process::{Child, Command};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -148,23 +149,6 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
-fn spawn(program: &Path, args: &[String], state: &Path, name: &str, ready: Option<&Path>) -> Child {
-    let log = std::fs::File::create(state.join(format!("{name}.log"))).unwrap();
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("IRAS_STATE_DIR", state)
-        .env("IRAS_INSTANCE_NAME", name)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true);
-    if let Some(ready) = ready {
-        cmd.env("IRAS_READY_FILE", ready);
-    }
-    cmd.spawn().unwrap()
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -192,7 +176,7 @@ async fn main() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/");
-    let web = spawn(
+    let web = support::spawn(
         &args.web_tier,
         &["--listen".into(), format!("127.0.0.1:{port}")],
         state.path(),
@@ -206,7 +190,7 @@ async fn main() {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        app_tiers.push(spawn(
+        app_tiers.push(support::spawn(
             &args.app_tier,
             &argv,
             state.path(),
