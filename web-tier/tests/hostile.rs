@@ -19,49 +19,13 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use support::bomb::{BOMB_SIDE, png_bomb};
-
-struct Web {
-    url: String,
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
+use support::web::Web;
 
 impl Web {
     async fn start(state: &std::path::Path, extra: &[&str]) -> Self {
         let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
         argv.extend_from_slice(extra);
-        let args = WebArgs::try_parse_from(argv).unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = http.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(iras_web_tier::serve(args, http, None, async {
-            let _ = stopped.await;
-        }));
-        let web = Self {
-            url: format!("http://{addr}"),
-            addr,
-            stop: Some(stop),
-            handle,
-        };
-        for _ in 0..100 {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", web.url)).await
-                && r.status().is_success()
-            {
-                return web;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("web tier did not come up");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("web tier stops")
-            .unwrap()
-            .unwrap();
+        Self::serve(WebArgs::try_parse_from(argv).unwrap(), None).await
     }
 }
 

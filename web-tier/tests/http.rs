@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+#[path = "support/web.rs"]
+mod web;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +20,7 @@ use iras_protocol::{
 use iras_web_tier::WebArgs;
 use reqwest::multipart::{Form, Part};
 use tokio::task::JoinHandle;
-
-/// A web tier serving on an ephemeral loopback port.
-struct Web {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
+use web::Web;
 
 impl Web {
     async fn start(state: &std::path::Path, extra: &[&str]) -> Self {
@@ -37,37 +34,7 @@ impl Web {
     ) -> Self {
         let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
         argv.extend_from_slice(extra);
-        let args = WebArgs::try_parse_from(argv).unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", http.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(iras_web_tier::serve(args, http, internal, async {
-            let _ = stopped.await;
-        }));
-        let web = Self {
-            url,
-            stop: Some(stop),
-            handle,
-        };
-        // Ready once /healthz answers (provisioning happens before the socket serves).
-        for _ in 0..100 {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", web.url)).await
-                && r.status().is_success()
-            {
-                return web;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("web tier did not come up");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("web tier stops")
-            .unwrap()
-            .unwrap();
+        Self::serve(WebArgs::try_parse_from(argv).unwrap(), internal).await
     }
 }
 
@@ -476,7 +443,7 @@ async fn shutdown_lets_a_waiting_request_finish() {
     while request_depth(state.path()).await == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = web.stop.take().unwrap().send(());
+    web.ask_to_stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!web.handle.is_finished(), "drains instead of exiting");
     let worker = echo_worker(state.path());

@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+#[path = "support/web.rs"]
+mod web;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +24,7 @@ use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseM
 use iras_web_tier::WebArgs;
 use reqwest::multipart::{Form, Part};
 use tokio::task::JoinHandle;
+use web::Web;
 
 /// One stack: its backend and its queue and bucket names.
 struct Stack {
@@ -115,49 +119,11 @@ fn uuid_prefix() -> String {
     format!("w{}", &id[..12])
 }
 
-/// A web tier serving on an ephemeral loopback port.
-struct Web {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
 impl Web {
     async fn start(stack: &Stack, extra: &[&str]) -> Self {
         let mut argv = stack.web_argv();
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
-        let args = WebArgs::try_parse_from(argv).unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", http.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(iras_web_tier::serve(args, http, None, async {
-            let _ = stopped.await;
-        }));
-        let web = Self {
-            url,
-            stop: Some(stop),
-            handle,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", web.url)).await
-                && r.status().is_success()
-            {
-                return web;
-            }
-            assert!(!web.handle.is_finished(), "web tier stopped while starting");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("web tier did not come up");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.handle)
-            .await
-            .expect("web tier stops")
-            .unwrap()
-            .unwrap();
+        Self::serve(WebArgs::try_parse_from(argv).unwrap(), None).await
     }
 }
 
