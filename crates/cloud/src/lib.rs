@@ -199,6 +199,32 @@ impl Cloud {
         }
     }
 
+    /// Creates queue `name` with the settings of the existing queue `template` (a name, or
+    /// on AWS a URL): the same dead-letter queue and receive limit, visibility timeout,
+    /// retention and encryption, and on AWS a TLS-only queue policy like the stack's. For
+    /// queues a process makes for itself at start (a web tier's own reply queue) and
+    /// deletes at a clean stop. Idempotent: an existing `name` is kept (on AWS, given the
+    /// template's attributes). Fails with [`CloudError::QueueNotFound`] without `template`.
+    pub async fn create_queue_like(&self, template: &str, name: &str) -> Result<Arc<dyn Queue>> {
+        crate::queue::validate_queue_name(name)?;
+        match &self.backend {
+            CloudBackend::Local(c) => Ok(Arc::new(c.create_queue_like(template, name).await?)),
+            #[cfg(feature = "aws")]
+            CloudBackend::Aws(c) => Ok(Arc::new(c.create_queue_like(template, name).await?)),
+        }
+    }
+
+    /// Deletes a queue and every message in it. A queue that is already gone is not an
+    /// error. Handles to it then fail with [`CloudError::QueueNotFound`] (on SQS, within
+    /// the minute it takes a deletion to spread).
+    pub async fn delete_queue(&self, name_or_url: &str) -> Result<()> {
+        match &self.backend {
+            CloudBackend::Local(c) => c.delete_queue(name_or_url).await,
+            #[cfg(feature = "aws")]
+            CloudBackend::Aws(c) => c.delete_queue(name_or_url).await,
+        }
+    }
+
     /// The bucket with this name. Fails with [`CloudError::BucketNotFound`] if it was never
     /// provisioned.
     pub async fn bucket(&self, name: &str) -> Result<Arc<dyn Bucket>> {

@@ -252,6 +252,24 @@ pub fn batches<T>(items: Vec<T>) -> Vec<Vec<T>> {
     out
 }
 
+/// The queue name in an SQS URL: its last path segment.
+pub fn name_from_url(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let path = rest.split_once('/')?.1;
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+}
+
+/// The name of a queue given by name or by SQS URL.
+pub fn queue_name(name_or_url: &str) -> &str {
+    name_from_url(name_or_url).unwrap_or(name_or_url)
+}
+
 /// Checks a queue name against SQS's rules (which the local backend enforces too, so a
 /// stack that works locally also works on AWS).
 pub fn validate_queue_name(name: &str) -> Result<()> {

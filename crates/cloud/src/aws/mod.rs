@@ -341,6 +341,17 @@ impl AwsCloud {
         SqsQueue::open(self.clients.sqs.clone(), name_or_url).await
     }
 
+    /// Creates queue `name` like `template` (see [`crate::Cloud::create_queue_like`]).
+    pub async fn create_queue_like(&self, template: &str, name: &str) -> Result<SqsQueue> {
+        let url = sqs::create_queue_like(&self.clients.sqs, template, name).await?;
+        SqsQueue::open(self.clients.sqs.clone(), &url).await
+    }
+
+    /// Deletes a queue (see [`crate::Cloud::delete_queue`]).
+    pub async fn delete_queue(&self, name_or_url: &str) -> Result<()> {
+        sqs::delete_queue(&self.clients.sqs, name_or_url).await
+    }
+
     /// The bucket with this name, after a `HeadBucket` health check. Fails with
     /// [`CloudError::BucketNotFound`] when it does not exist.
     pub async fn bucket(&self, name: &str) -> Result<S3Bucket> {

@@ -33,8 +33,8 @@ use super::{Failure, ceil_secs, malformed, round_secs};
 use crate::error::{CloudError, Result};
 use crate::queue::{
     BatchEntryError, EntryResult, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueDepth,
-    ReceiptHandle, ReceiveOptions, ReceivedMessage, validate_batch_len, validate_queue_name,
-    validate_visibility,
+    ReceiptHandle, ReceiveOptions, ReceivedMessage, name_from_url, validate_batch_len,
+    validate_queue_name, validate_visibility,
 };
 use crate::spec::StackSpec;
 
@@ -78,19 +78,6 @@ fn sqs_error(queue: &str, operation: &'static str, failure: Failure) -> CloudErr
         };
     }
     failure.into_error(SERVICE, operation)
-}
-
-/// The queue name in an SQS URL: its last path segment.
-pub(crate) fn name_from_url(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let path = rest.split_once('/')?.1;
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    path.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
 }
 
 /// An SQS queue.
@@ -526,6 +513,100 @@ async fn queue_arn(client: &Client, name: &str, url: &str) -> Result<String> {
         .and_then(|a| a.get(&QueueAttributeName::QueueArn))
         .cloned()
         .ok_or_else(|| malformed(SERVICE, "GetQueueAttributes", "no QueueArn"))
+}
+
+/// A queue's URL from its name or URL, with the name for error messages.
+async fn resolve(client: &Client, name_or_url: &str) -> Result<(String, String)> {
+    if let Some(name) = name_from_url(name_or_url) {
+        return Ok((name.to_owned(), name_or_url.to_owned()));
+    }
+    validate_queue_name(name_or_url)?;
+    Ok((
+        name_or_url.to_owned(),
+        queue_url(client, name_or_url).await?,
+    ))
+}
+
+/// The attributes a queue made like another takes from it: everything that shapes how
+/// messages live and die, nothing that names the template itself (its ARN, its policy).
+const COPIED_ATTRIBUTES: &[QueueAttributeName] = &[
+    QueueAttributeName::VisibilityTimeout,
+    QueueAttributeName::MessageRetentionPeriod,
+    QueueAttributeName::MaximumMessageSize,
+    QueueAttributeName::DelaySeconds,
+    QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+    QueueAttributeName::RedrivePolicy,
+    QueueAttributeName::SqsManagedSseEnabled,
+    QueueAttributeName::KmsMasterKeyId,
+    QueueAttributeName::KmsDataKeyReusePeriodSeconds,
+];
+
+/// The queue policy every queue made at run time gets, as the template's queues do: no
+/// call over plain HTTP, whoever makes it.
+fn tls_only_policy(queue_arn: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TlsOnly",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "sqs:*",
+            "Resource": queue_arn,
+            "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+        }],
+    })
+    .to_string()
+}
+
+/// Creates `name` with `template`'s attributes (see `Cloud::create_queue_like`) and a
+/// TLS-only policy. Returns its URL.
+pub(super) async fn create_queue_like(
+    client: &Client,
+    template: &str,
+    name: &str,
+) -> Result<String> {
+    validate_queue_name(name)?;
+    let (template_name, template_url) = resolve(client, template).await?;
+    let output = client
+        .get_queue_attributes()
+        .queue_url(&template_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| sqs_error(&template_name, "GetQueueAttributes", Failure::of(&e)))?;
+    let attributes: HashMap<QueueAttributeName, String> = output
+        .attributes()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| COPIED_ATTRIBUTES.contains(key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let url = ensure_queue(client, name, attributes).await?;
+    let arn = queue_arn(client, name, &url).await?;
+    client
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(QueueAttributeName::Policy, tls_only_policy(&arn))
+        .send()
+        .await
+        .map_err(|e| sqs_error(name, "SetQueueAttributes", Failure::of(&e)))?;
+    Ok(url)
+}
+
+/// Deletes a queue; one that does not exist is fine.
+pub(super) async fn delete_queue(client: &Client, name_or_url: &str) -> Result<()> {
+    let (name, url) = match resolve(client, name_or_url).await {
+        Ok(found) => found,
+        Err(CloudError::QueueNotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match client.delete_queue().queue_url(&url).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => match sqs_error(&name, "DeleteQueue", Failure::of(&e)) {
+            CloudError::QueueNotFound { .. } => Ok(()),
+            other => Err(other),
+        },
+    }
 }
 
 /// Creates the stack's queues and their dead-letter queues (see the module docs).

@@ -100,6 +100,24 @@ impl LocalCloud {
         LocalQueue::open(self.db.clone(), &self.root, name).await
     }
 
+    /// Creates queue `name` like `template` (see [`crate::Cloud::create_queue_like`]).
+    pub async fn create_queue_like(&self, template: &str, name: &str) -> Result<LocalQueue> {
+        self.db.create_queue_like(template, name).await?;
+        self.queue(name).await
+    }
+
+    /// Deletes queue `name` and its messages; waiting receives on it end with
+    /// [`crate::CloudError::QueueNotFound`] at once.
+    pub async fn delete_queue(&self, name: &str) -> Result<()> {
+        if self.db.delete_queue(name).await? {
+            let bells = doorbell::directory(&self.root, name);
+            doorbell::ring(&bells);
+            // Best effort: a waiter still bound removes its own socket when it gives up.
+            let _ = std::fs::remove_dir(&bells);
+        }
+        Ok(())
+    }
+
     /// The bucket with this name.
     pub async fn bucket(&self, name: &str) -> Result<LocalBucket> {
         LocalBucket::open(&self.root, name)

@@ -155,6 +155,34 @@ impl Database {
         .await
     }
 
+    /// Creates `name` with the settings of `template` (its visibility timeout and its
+    /// dead-letter queue with the same receive limit); an existing `name` is kept.
+    pub(crate) async fn create_queue_like(&self, template: &str, name: &str) -> Result<()> {
+        let config = self
+            .config(template)
+            .await?
+            .ok_or_else(|| CloudError::QueueNotFound {
+                queue: template.to_owned(),
+            })?;
+        self.create_queue(name, config.visibility_timeout, config.redrive)
+            .await
+    }
+
+    /// Deletes queue `name` and its messages, as SQS's `DeleteQueue` does; a queue that
+    /// does not exist is left as it is. `true` when there was one.
+    pub(crate) async fn delete_queue(&self, name: &str) -> Result<bool> {
+        validate_queue_name(name)?;
+        let name_owned = name.to_owned();
+        self.with(name, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM messages WHERE queue = ?1", params![name_owned])?;
+            let deleted = tx.execute("DELETE FROM queues WHERE name = ?1", params![name_owned])?;
+            tx.commit()?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
     async fn config(&self, name: &str) -> Result<Option<QueueConfig>> {
         let name_owned = name.to_owned();
         self.with(name, move |conn| {
@@ -176,6 +204,13 @@ impl Database {
         })
         .await
     }
+}
+
+/// Whether queue `name` exists, inside a transaction that then sends to or receives from
+/// it: a handle outlives a deleted queue, and SQS refuses both calls on one.
+fn queue_exists(tx: &rusqlite::Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)")?
+        .query_row(params![name], |r| r.get(0))
 }
 
 fn db_error(path: &Path, queue: &str, e: rusqlite::Error) -> CloudError {
@@ -244,6 +279,9 @@ impl LocalQueue {
             .db
             .with(&self.name, move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !queue_exists(&tx, &queue)? {
+                    return Ok(None);
+                }
                 let now = now_ms();
                 let mut ids = Vec::with_capacity(messages.len());
                 {
@@ -258,9 +296,10 @@ impl LocalQueue {
                     }
                 }
                 tx.commit()?;
-                Ok(ids)
+                Ok(Some(ids))
             })
-            .await?;
+            .await?
+            .ok_or_else(|| self.gone())?;
         doorbell::ring(&self.doorbells);
         Ok(ids)
     }
@@ -273,6 +312,9 @@ impl LocalQueue {
             .db
             .with(&self.name, move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !queue_exists(&tx, &queue)? {
+                    return Ok(None);
+                }
                 let now = now_ms();
                 let mut picked = Picked {
                     messages: Vec::new(),
@@ -351,9 +393,10 @@ impl LocalQueue {
                         .query_row(params![queue, now], |r| r.get(0))?;
                 }
                 tx.commit()?;
-                Ok(picked)
+                Ok(Some(picked))
             })
-            .await?;
+            .await?
+            .ok_or_else(|| self.gone())?;
         if picked.dead_lettered
             && let Some(dir) = &self.dead_letter_doorbells
         {
@@ -380,6 +423,13 @@ impl LocalQueue {
                 Ok(out)
             })
             .await
+    }
+
+    /// The error for a queue deleted after this handle was made.
+    fn gone(&self) -> CloudError {
+        CloudError::QueueNotFound {
+            queue: self.name.clone(),
+        }
     }
 
     fn invalid_receipt(&self) -> CloudError {

@@ -51,6 +51,7 @@ conformance!(
     queue::oversized_message_is_rejected,
     queue::missing_queue_is_a_typed_error,
     queue::provision_is_idempotent,
+    queue::a_queue_made_like_another_shares_its_dead_letter_queue_and_can_be_deleted,
     dead_letter::dead_letter_scan_redrive_and_purge,
     bucket::put_get_overwrite,
     bucket::list_by_prefix,

@@ -321,3 +321,67 @@ pub(crate) async fn provision_is_idempotent(env: &TestEnv) {
     let got = receive_n(q.as_ref(), 1, 30, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "provisioning again lost a message");
 }
+
+pub(crate) async fn a_queue_made_like_another_shares_its_dead_letter_queue_and_can_be_deleted(
+    env: &TestEnv,
+) {
+    let stack = env.stack().await;
+    let own = format!("{}-resp-web-1", env.prefix);
+    let q = env
+        .cloud
+        .create_queue_like(&stack.response_queue, &own)
+        .await
+        .expect("create like the response queue");
+    assert_eq!(q.name(), own);
+    // Idempotent: a second create keeps the queue and what is in it.
+    q.send(OutgoingMessage::new("poison")).await.expect("send");
+    let again = env
+        .cloud
+        .create_queue_like(&stack.response_queue, &own)
+        .await
+        .expect("create again");
+    assert_eq!(again.depth().await.expect("depth").total(), 1);
+
+    // Dead-lettered to the template's dead-letter queue, after the template's limit.
+    for n in 1..=MAX_RECEIVES {
+        let got = receive_n(q.as_ref(), 1, 30, Duration::from_secs(10)).await;
+        assert_eq!(got.len(), 1, "receive #{n}");
+        q.change_visibility(&got[0].receipt, Duration::ZERO)
+            .await
+            .expect("release");
+    }
+    let after = q.receive(opts(1, 1, Some(30))).await.expect("receive");
+    assert!(after.is_empty(), "delivered past the limit: {after:?}");
+    let dlq_name = iras_cloud::StackSpec::dead_letter_queue(&stack.response_queue);
+    let dlq = env.cloud.queue(&dlq_name).await.expect("dead-letter queue");
+    let dead = receive_n(dlq.as_ref(), 1, 30, Duration::from_secs(10)).await;
+    assert_eq!(dead.len(), 1, "not in the template's dead-letter queue");
+    assert_eq!(dead[0].body, "poison");
+
+    // Deleted: the handle and new handles say so; deleting twice is fine; the template
+    // is untouched.
+    env.cloud.delete_queue(&own).await.expect("delete");
+    let err = q
+        .send(OutgoingMessage::new("late"))
+        .await
+        .expect_err("send to a deleted queue");
+    assert!(matches!(err, CloudError::QueueNotFound { .. }), "{err}");
+    let err = env
+        .cloud
+        .queue(&own)
+        .await
+        .expect_err("open a deleted queue");
+    assert!(matches!(err, CloudError::QueueNotFound { .. }), "{err}");
+    env.cloud.delete_queue(&own).await.expect("delete again");
+    env.cloud
+        .queue(&stack.response_queue)
+        .await
+        .expect("the template is still there");
+
+    let err = env
+        .cloud
+        .create_queue_like(&format!("{}-nope", env.prefix), &own)
+        .await
+        .expect_err("no template");
+    assert!(matches!(err, CloudError::QueueNotFound { .. }), "{err}");
+}
