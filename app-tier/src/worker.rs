@@ -14,7 +14,8 @@
 //! 3. classify; 4. write the image to the input bucket and `(stem, label)` to the output
 //!    bucket (keys from the request, so a redelivered request overwrites the same objects);
 //! 5. write the whole response to the output bucket under `results/<id>.json` (also for
-//!    error answers), send it to the request's reply-to queue; 6. delete the request
+//!    error answers), send it to the request's reply-to queue (a web tier's own queue, gone
+//!    once that tier stopped: then the result by id is the answer); 6. delete the request
 //!    (batched).
 //!
 //! Input that can never be classified (bad base64, an undecodable or oversized image, a
@@ -634,20 +635,27 @@ async fn respond(
         tracing::warn!(id = %request.id, error = %e, "cannot write the result by id: will be redelivered");
         return false;
     }
-    let queue = match reply_queue(shared, &request.reply_to).await {
-        Ok(queue) => queue,
-        Err(e) => {
-            tracing::warn!(id = %request.id, reply_to = %request.reply_to, error = %e, "no reply queue");
-            return false;
-        }
+    let sent = match reply_queue(shared, &request.reply_to).await {
+        Ok(queue) => queue.send(iras_cloud::OutgoingMessage::new(body)).await,
+        Err(e) => Err(e),
     };
-    match queue.send(iras_cloud::OutgoingMessage::new(body)).await {
+    match sent {
         Ok(_) => {
             tracing::info!(id = %request.id, file = %request.file_name, "answered");
             true
         }
+        // The web tier that asked made that queue for itself and deleted it at its stop:
+        // nobody is there to wait. The result is in the output bucket (above), where
+        // `GET /results/{id}` finds it, so the request is done.
+        Err(CloudError::QueueNotFound { .. }) => {
+            shared.replies.lock().await.remove(&request.reply_to);
+            tracing::info!(id = %request.id, reply_to = %request.reply_to,
+                "the reply queue is gone (its web tier stopped): the result is kept by id only");
+            true
+        }
         Err(e) => {
-            tracing::warn!(id = %request.id, error = %e, "cannot send the response: will be redelivered");
+            tracing::warn!(id = %request.id, reply_to = %request.reply_to, error = %e,
+                "cannot send the response: will be redelivered");
             false
         }
     }

@@ -108,7 +108,28 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
             key: "claims/nowhere.jpg".into(),
         },
     );
-    bodies.extend([poison.encode().unwrap(), lost.encode().unwrap()]);
+    // … and a request whose web tier stopped and deleted its own reply queue.
+    cloud
+        .create_queue_like("iras-responses", "iras-responses-web-gone")
+        .await
+        .unwrap();
+    cloud.delete_queue("iras-responses-web-gone").await.unwrap();
+    input
+        .put("claims/orphan.png", golden("coffee"))
+        .await
+        .unwrap();
+    let mut orphan = request(
+        "orphan.png",
+        ImagePayload::Claim {
+            key: "claims/orphan.png".into(),
+        },
+    );
+    orphan.reply_to = "iras-responses-web-gone".into();
+    bodies.extend([
+        poison.encode().unwrap(),
+        lost.encode().unwrap(),
+        orphan.encode().unwrap(),
+    ]);
     for body in bodies {
         requests.send(OutgoingMessage::new(body)).await.unwrap();
     }
@@ -193,6 +214,20 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
     assert!(input.get("coffee.png").await.is_ok());
     let output = cloud.bucket("iras-output").await.unwrap();
     assert_eq!(output.get("coffee").await.unwrap(), b"(coffee, espresso)");
+    // The orphan is answered by id only: nobody waits on a deleted queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let orphan_result = loop {
+        match output.get(&orphan.result_key()).await {
+            Ok(bytes) => break bytes,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the orphan was not answered by id: {e}"),
+        }
+    };
+    let orphan_result =
+        ResponseMessage::decode(std::str::from_utf8(&orphan_result).unwrap()).unwrap();
+    assert!(matches!(&orphan_result.outcome, Outcome::Label { label, .. } if label == "espresso"));
     // Beside them, every answer (errors too) by request id, under `results/`.
     let keys = output.list("").await.unwrap();
     let graded: Vec<_> = keys
@@ -200,10 +235,12 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
         .filter(|k| !k.starts_with(iras_protocol::RESULTS_PREFIX))
         .collect();
     assert!(
-        graded.iter().all(|k| *k == "chelsea" || *k == "coffee"),
+        graded
+            .iter()
+            .all(|k| ["chelsea", "coffee", "orphan"].contains(&k.as_str())),
         "{keys:?}"
     );
-    assert_eq!(keys.len() - graded.len(), 4, "{keys:?}");
+    assert_eq!(keys.len() - graded.len(), 5, "{keys:?}");
     let by_id = output.get(&poison.result_key()).await.unwrap();
     let by_id = ResponseMessage::decode(std::str::from_utf8(&by_id).unwrap()).unwrap();
     assert_eq!(by_id.id, poison.id);
@@ -215,7 +252,8 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
         .expect("serve did not stop after shutdown")
         .unwrap()
         .unwrap();
-    // Everything answered was deleted; only the non-request is left (for the dead-letter queue).
+    // Everything answered was deleted, the orphan too; only the non-request is left (for
+    // the dead-letter queue).
     let depth = requests.depth().await.unwrap();
     assert_eq!(depth.total(), 1, "{depth:?}");
 }

@@ -27,7 +27,10 @@ use iras_service::Backoff;
 pub mod sink;
 pub mod token;
 
-pub use sink::{DELIVERY_PATH, Delivery, DeliveryError, DeliveryReply, HttpSink, ResultSink};
+pub use sink::{
+    DELIVERY_PATH, Delivery, DeliveryError, DeliveryReply, HttpSink, REPLY_QUEUE_PATH,
+    ReplyQueueAnswer, ReplyQueueReply, ResultSink,
+};
 pub use token::Token;
 
 /// Longest pause between failed receives.
@@ -218,54 +221,92 @@ pub struct ListenerArgs {
     pub loops: NonZeroUsize,
 }
 
-/// How long the standalone listener asks a web tier that does not answer yet whether it
-/// takes the token, before it starts anyway (deliveries are retried as they come).
-const TOKEN_CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the standalone listener says it still waits for the web tier to answer.
+const WAITING_NOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Fails at start when the web tier refuses the token, instead of dead-lettering every
-/// result later: the two units must be given the same `IRAS_LISTENER_TOKEN`.
-async fn check_token(sink: &HttpSink) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + TOKEN_CHECK_FOR;
+/// Asks the web tier which queue to poll until it says (it makes its reply queue at start,
+/// so there is nothing to poll before it answers). Fails at once when the web tier refuses
+/// the token, instead of dead-lettering every result later: the two units must be given
+/// the same `IRAS_LISTENER_TOKEN`.
+async fn ask_reply_queue(sink: &HttpSink) -> anyhow::Result<String> {
     let mut backoff = iras_service::Backoff::new(std::time::Duration::from_secs(5));
+    let mut next_note = tokio::time::Instant::now() + WAITING_NOTE_EVERY;
     loop {
-        match sink.check_token().await {
-            sink::TokenCheck::Accepted => {
-                tracing::info!(url = sink.url(), "the web tier takes this listener's token");
-                return Ok(());
+        match sink.ask_reply_queue().await {
+            ReplyQueueAnswer::Named(queue) => {
+                tracing::info!(url = sink.url(), %queue, "the web tier takes this listener's token");
+                return Ok(queue);
             }
-            sink::TokenCheck::Refused => anyhow::bail!(
+            ReplyQueueAnswer::Refused => anyhow::bail!(
                 "the web tier at {} refuses this listener's token: give the web tier \
                  (--listener-token) and the listener (--token) the same \
                  IRAS_LISTENER_TOKEN, e.g. one line in /etc/iras/iras.env read by both units",
                 sink.url()
             ),
-            sink::TokenCheck::Unknown if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(
-                    url = sink.url(),
-                    "the web tier does not answer yet: starting anyway; deliveries are retried"
-                );
-                return Ok(());
+            ReplyQueueAnswer::Unknown => {
+                if tokio::time::Instant::now() >= next_note {
+                    tracing::warn!(
+                        url = sink.url(),
+                        "the web tier does not answer yet: still asking"
+                    );
+                    next_note += WAITING_NOTE_EVERY;
+                }
+                tokio::time::sleep(backoff.next_pause()).await;
             }
-            sink::TokenCheck::Unknown => tokio::time::sleep(backoff.next_pause()).await,
         }
     }
 }
 
-/// Runs the standalone listener until `shutdown` resolves.
+/// Runs the standalone listener until `shutdown` resolves: asks the web tier for its reply
+/// queue, polls it, and when the queue goes away (the web tier restarted and made a new
+/// one) asks again.
 pub async fn run_standalone(
     args: ListenerArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let http = HttpSink::new(&args.deliver_to, args.token)?;
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut shutdown => return Ok(()),
-        checked = check_token(&http) => checked?,
-    }
-    let sink: Arc<dyn ResultSink> = Arc::new(http);
+    let http = HttpSink::new(&args.deliver_to, args.token.clone())?;
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
     args.stack.ensure(&cloud).await?;
-    let queue = cloud.queue(&args.stack.response_queue).await?;
+    let sink: Arc<dyn ResultSink> = Arc::new(http.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let name = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            asked = ask_reply_queue(&http) => asked?,
+        };
+        let queue = match cloud.queue(&name).await {
+            Ok(queue) => queue,
+            // Named, then gone: the web tier is restarting. Ask it again.
+            Err(iras_cloud::CloudError::QueueNotFound { .. }) => {
+                tracing::info!(queue = %name, "the reply queue is gone: asking the web tier again");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match poll(&args, queue, sink.clone(), &mut shutdown).await {
+            Polled::Stopped => return Ok(()),
+            Polled::QueueGone => {
+                tracing::info!(queue = %name, "the reply queue is gone: asking the web tier again");
+            }
+            Polled::Failed(e) => return Err(e),
+        }
+    }
+}
+
+/// How a round of polling one queue ended.
+enum Polled {
+    Stopped,
+    QueueGone,
+    Failed(anyhow::Error),
+}
+
+/// Runs `--loops` polling loops on `queue` until shutdown, or until one ends on its own.
+async fn poll(
+    args: &ListenerArgs,
+    queue: Arc<dyn Queue>,
+    sink: Arc<dyn ResultSink>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Polled {
     let stop = tokio_util::sync::CancellationToken::new();
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..args.loops.get() {
@@ -276,15 +317,29 @@ pub async fn run_standalone(
             stop.clone().cancelled_owned(),
         ));
     }
-    tokio::select! {
-        () = shutdown => {}
-        // A loop ending on its own means an error no retry fixes; stop the others too.
-        Some(first) = loops.join_next() => {
-            stop.cancel();
-            loops.join_all().await.into_iter().collect::<anyhow::Result<()>>()?;
-            return first?;
-        }
-    }
+    let first = tokio::select! {
+        () = shutdown.as_mut() => None,
+        Some(first) = loops.join_next() => Some(first),
+    };
     stop.cancel();
-    loops.join_all().await.into_iter().collect()
+    let rest: anyhow::Result<()> = loops.join_all().await.into_iter().collect();
+    let first = match first {
+        None => return rest.map_or_else(Polled::Failed, |()| Polled::Stopped),
+        Some(Ok(result)) => result,
+        Some(Err(joined)) => Err(joined.into()),
+    };
+    // A loop ending on its own means an error no retry fixes; a missing queue is the one
+    // a new question to the web tier does fix.
+    match first.and(rest) {
+        Ok(()) => Polled::Stopped,
+        Err(e)
+            if matches!(
+                e.downcast_ref::<iras_cloud::CloudError>(),
+                Some(iras_cloud::CloudError::QueueNotFound { .. })
+            ) =>
+        {
+            Polled::QueueGone
+        }
+        Err(e) => Polled::Failed(e),
+    }
 }

@@ -1,9 +1,13 @@
 //! Where the listener hands results: the [`ResultSink`] trait, and [`HttpSink`], the sink of
 //! the split deployment that posts each result to the web tier's loopback-only endpoint.
 //!
-//! The endpoint's contract, shared with the web tier (which serves it):
-//! `POST {base}`[`DELIVERY_PATH`] with `Authorization: Bearer <token>` and the response
-//! message's wire JSON as the body; the answer is `200` with a [`DeliveryReply`].
+//! The endpoints' contract, shared with the web tier (which serves them), both with
+//! `Authorization: Bearer <token>` (a wrong one is `401`):
+//! - `GET {base}`[`REPLY_QUEUE_PATH`]: `200` with a [`ReplyQueueReply`], the queue the
+//!   web tier's results come back on (its own, made at its start), which is the queue the
+//!   listener polls;
+//! - `POST {base}`[`DELIVERY_PATH`] with the response message's wire JSON as the body: `200`
+//!   with a [`DeliveryReply`].
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,6 +20,15 @@ use crate::token::Token;
 
 /// Path of the web tier's delivery endpoint.
 pub const DELIVERY_PATH: &str = "/internal/results";
+/// Path of the web tier's endpoint that names its reply queue.
+pub const REPLY_QUEUE_PATH: &str = "/internal/reply-queue";
+
+/// The reply-queue endpoint's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyQueueReply {
+    /// The queue (name, or URL on AWS) the web tier's requests name as their reply-to.
+    pub reply_queue: String,
+}
 
 /// What became of a delivered result. Either way the response may be deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +89,7 @@ pub trait ResultSink: Send + Sync {
 pub struct HttpSink {
     client: reqwest::Client,
     url: String,
+    reply_queue_url: String,
     token: Token,
 }
 
@@ -109,46 +123,53 @@ impl HttpSink {
             .connect_timeout(Duration::from_secs(2))
             .timeout(DELIVERY_TIMEOUT)
             .build()?;
-        let url = format!("{}{DELIVERY_PATH}", base_url.trim_end_matches('/'));
-        Ok(Self { client, url, token })
+        let base = base_url.trim_end_matches('/');
+        Ok(Self {
+            client,
+            url: format!("{base}{DELIVERY_PATH}"),
+            reply_queue_url: format!("{base}{REPLY_QUEUE_PATH}"),
+            token,
+        })
     }
 }
 
-/// What the web tier said to [`HttpSink::check_token`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenCheck {
-    /// The web tier took the token (it then refused the empty probe body, as it should).
-    Accepted,
-    /// The web tier refused the token: the two sides were given different ones.
+/// What the web tier said to [`HttpSink::ask_reply_queue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyQueueAnswer {
+    /// It took the token and named the queue its results come back on.
+    Named(String),
+    /// It refused the token: the two sides were given different ones.
     Refused,
     /// No answer that says either (not up yet, busy): ask again later.
     Unknown,
 }
 
 impl HttpSink {
-    /// Asks the web tier whether it takes this sink's token, by delivering an empty object:
-    /// the endpoint checks the token before the body, so `401` means a wrong token and
-    /// `400` (an unreadable result) a right one. Nothing is recorded either way.
-    pub async fn check_token(&self) -> TokenCheck {
-        let probe = self
+    /// Asks the web tier which queue to poll; the answer also says whether it takes this
+    /// sink's token.
+    pub async fn ask_reply_queue(&self) -> ReplyQueueAnswer {
+        let asked = self
             .client
-            .post(&self.url)
+            .get(&self.reply_queue_url)
             .bearer_auth(self.token.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body("{}")
             .send()
             .await;
-        match probe.map(|r| r.status()) {
-            Ok(s)
-                if s == reqwest::StatusCode::UNAUTHORIZED
-                    || s == reqwest::StatusCode::FORBIDDEN =>
-            {
-                TokenCheck::Refused
+        let reply = match asked {
+            Ok(reply) => reply,
+            Err(_) => return ReplyQueueAnswer::Unknown,
+        };
+        let status = reply.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return ReplyQueueAnswer::Refused;
+        }
+        if !status.is_success() {
+            return ReplyQueueAnswer::Unknown;
+        }
+        match reply.json::<ReplyQueueReply>().await {
+            Ok(named) if !named.reply_queue.is_empty() => {
+                ReplyQueueAnswer::Named(named.reply_queue)
             }
-            Ok(s) if s.is_success() || s == reqwest::StatusCode::BAD_REQUEST => {
-                TokenCheck::Accepted
-            }
-            _ => TokenCheck::Unknown,
+            _ => ReplyQueueAnswer::Unknown,
         }
     }
 

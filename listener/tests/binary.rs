@@ -1,7 +1,8 @@
-//! The `listener` binary end to end: it takes responses off a local response queue, posts
-//! them to a delivery endpoint with the token, deletes them once taken, and exits 0 on
-//! SIGTERM. The endpoint here is a stand-in that records what it gets (the web tier's
-//! real endpoint is tested in `web-tier/tests/http.rs`).
+//! The `listener` binary end to end: it asks the web tier which queue to poll, takes
+//! responses off it, posts them to a delivery endpoint with the token, deletes them once
+//! taken, asks again when the queue goes away (the web tier restarted with a new one), and
+//! exits 0 on SIGTERM. The endpoints here are a stand-in that records what it gets (the web
+//! tier's real ones are tested in `web-tier/tests/http.rs`).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -38,7 +39,12 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
         .await
         .unwrap();
     cloud.provision(&StackArgs::default().spec()).await.unwrap();
-    let responses = cloud.queue("iras-responses").await.unwrap();
+    // The web tier's own reply queue, as it makes one at start.
+    let first = "iras-responses-web-first";
+    let responses = cloud
+        .create_queue_like("iras-responses", first)
+        .await
+        .unwrap();
     let ids: Vec<RequestId> = (0..3).map(|_| RequestId::new()).collect();
     for id in &ids {
         responses
@@ -47,29 +53,40 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
             .unwrap();
     }
 
-    // The stand-in endpoint: refuses the first call, so a refused delivery is retried.
+    // The stand-in endpoints: name the reply queue; refuse the first delivery, so a
+    // refused delivery is retried.
     let got: Arc<Mutex<Vec<String>>> = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reply_queue = Arc::new(Mutex::new(first.to_owned()));
     let app = {
         let got = got.clone();
-        axum::Router::new().route(
-            iras_listener::DELIVERY_PATH,
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let (got, calls) = (got.clone(), calls.clone());
-                async move {
-                    assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
-                    if body == "{}" {
-                        // The start-up token check: right token, unreadable result.
-                        return (StatusCode::BAD_REQUEST, "unreadable result".to_owned());
+        let reply_queue = reply_queue.clone();
+        axum::Router::new()
+            .route(
+                iras_listener::REPLY_QUEUE_PATH,
+                axum::routing::get(move |headers: HeaderMap| {
+                    let reply_queue = reply_queue.clone();
+                    async move {
+                        assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
+                        let name = reply_queue.lock().unwrap().clone();
+                        axum::Json(iras_listener::ReplyQueueReply { reply_queue: name })
                     }
-                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                        return (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned());
+                }),
+            )
+            .route(
+                iras_listener::DELIVERY_PATH,
+                axum::routing::post(move |headers: HeaderMap, body: String| {
+                    let (got, calls) = (got.clone(), calls.clone());
+                    async move {
+                        assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
+                        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                            return (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned());
+                        }
+                        got.lock().unwrap().push(body);
+                        (StatusCode::OK, r#"{"delivery":"delivered"}"#.to_owned())
                     }
-                    got.lock().unwrap().push(body);
-                    (StatusCode::OK, r#"{"delivery":"delivered"}"#.to_owned())
-                }
-            }),
-        )
+                }),
+            )
     };
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -106,6 +123,34 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
         .collect();
     for id in &ids {
         assert!(delivered.contains(id), "{id} delivered");
+    }
+
+    // The web tier restarts: its queue is deleted and it names a new one. The listener
+    // notices the old one is gone, asks again, and delivers from the new one.
+    let second = "iras-responses-web-second";
+    let responses = cloud
+        .create_queue_like("iras-responses", second)
+        .await
+        .unwrap();
+    *reply_queue.lock().unwrap() = second.to_owned();
+    cloud.delete_queue(first).await.unwrap();
+    let late = RequestId::new();
+    responses
+        .send(OutgoingMessage::new(response(late)))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !got
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| ResponseMessage::decode(b).unwrap().id == late)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing delivered from the web tier's new queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     nix::sys::signal::kill(
@@ -148,8 +193,8 @@ async fn a_token_the_web_tier_refuses_stops_the_listener_at_start() {
         .unwrap();
     cloud.provision(&StackArgs::default().spec()).await.unwrap();
     let app = axum::Router::new().route(
-        iras_listener::DELIVERY_PATH,
-        axum::routing::post(|| async {
+        iras_listener::REPLY_QUEUE_PATH,
+        axum::routing::get(|| async {
             (
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong listener token\n",

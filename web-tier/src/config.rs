@@ -7,6 +7,8 @@ use clap::{Args, Parser, ValueEnum};
 use iras_listener::{ListenerOptions, Token};
 use iras_protocol::KeyScheme;
 
+use crate::reply::ReplyQueueMode;
+
 /// Command line of the `web-tier` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -112,6 +114,18 @@ pub struct ListenerArgs {
         hide_env_values = true
     )]
     pub token: Option<Token>,
+    /// Where results come back: `own` (a queue this web tier makes at start,
+    /// `<response-queue>-web-<id>`, shaped like the response queue, and deletes at a clean
+    /// stop; several web tiers can serve one stack) or `shared` (the stack's response
+    /// queue itself: only for a stack with exactly one web tier).
+    #[arg(long = "reply-queue", env = "IRAS_REPLY_QUEUE", value_enum,
+          default_value_t = ReplyQueueMode::Own)]
+    pub reply_queue: ReplyQueueMode,
+    /// With `--reply-queue own`: the `<id>` in the queue's name (letters, digits, `-`, `_`;
+    /// at most 40). Default: the instance id, if any, and 8 random hex digits, fresh at
+    /// every start.
+    #[arg(long, env = "IRAS_WEB_ID", value_parser = crate::reply::parse_web_id)]
+    pub web_id: Option<String>,
     /// Polling of the embedded listener.
     #[command(flatten)]
     pub options: ListenerOptions,
@@ -140,7 +154,8 @@ pub struct WebConfig {
     pub key_scheme: KeyScheme,
     /// Finished results kept in memory.
     pub results_kept: usize,
-    /// The queue results come back on (named in every request).
+    /// The queue results come back on (named in every request): the stack's response
+    /// queue until [`crate::serve`] has opened this tier's own.
     pub reply_to: String,
 }
 

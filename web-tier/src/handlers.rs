@@ -378,22 +378,45 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Whether the request presents the listener's token; the refusal to answer if not.
+fn listener_token(headers: &HeaderMap, token: &Token) -> Result<(), Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| token.matches(p)) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong listener token\n",
+        )
+            .into_response())
+    }
+}
+
+/// `GET /internal/reply-queue`: the queue the standalone listener is to poll.
+pub(crate) async fn reply_queue(
+    State((state, token)): State<(AppState, Token)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = listener_token(&headers, &token) {
+        return refused;
+    }
+    Json(iras_listener::ReplyQueueReply {
+        reply_queue: state.config.reply_to.clone(),
+    })
+    .into_response()
+}
+
 /// `POST /internal/results`: a result from the standalone listener.
 pub(crate) async fn deliver(
     State((state, token)): State<(AppState, Token)>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|p| token.matches(p)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong listener token\n",
-        )
-            .into_response();
+    if let Err(refused) = listener_token(&headers, &token) {
+        return refused;
     }
     match ResponseMessage::decode(&body) {
         Ok(response) => Json(DeliveryReply {

@@ -7,6 +7,8 @@
 //!   per request, completed by the listener), and recent results for `GET /results/{id}`.
 //! - `handlers`: `POST /`, `GET /results/{id}`, `GET /healthz`, `GET /metrics`, and the
 //!   internal delivery endpoint of the split deployment.
+//! - [`reply`]: the queue results come back on, by default one this web tier makes for
+//!   itself at start and deletes at a clean stop, so several web tiers can serve one stack.
 //! - [`request_id`]: the id a client may choose (`Idempotency-Key` / `X-Request-Id`).
 //! - [`results`]: results by id from the output bucket (`results/<id>.json`).
 //! - [`error`]: every failure with its status and one-line reason.
@@ -48,6 +50,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod metrics;
+pub mod reply;
 pub mod request_id;
 pub mod results;
 mod server;
@@ -56,6 +59,7 @@ pub mod waiters;
 
 pub use config::{ListenerMode, WebArgs, WebConfig};
 pub use handlers::FILE_FIELD;
+pub use reply::ReplyQueueMode;
 
 /// Header carrying the request id on every answer about a request.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -135,6 +139,7 @@ pub fn app(state: AppState) -> Router {
 pub fn internal_app(state: AppState, token: iras_listener::Token) -> Router {
     Router::new()
         .route(iras_listener::DELIVERY_PATH, post(handlers::deliver))
+        .route(iras_listener::REPLY_QUEUE_PATH, get(handlers::reply_queue))
         .with_state((state, token))
         .layer(DefaultBodyLimit::max(iras_protocol::MAX_MESSAGE_BYTES))
 }
@@ -168,9 +173,34 @@ pub async fn serve(
     internal: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let config = Arc::new(args.validate()?);
+    let mut config = args.validate()?;
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
     args.stack.ensure(&cloud).await?;
+    let reply = reply::ReplyQueue::open(
+        &cloud,
+        args.listener.reply_queue,
+        &args.stack.response_queue,
+        args.listener.web_id.as_deref(),
+    )
+    .await?;
+    config.reply_to = reply.name().to_owned();
+    let outcome = serve_with(args, http, internal, shutdown, &cloud, config, &reply).await;
+    // Also after a failure: nothing waits on the queue once serving has ended.
+    reply.close(&cloud).await;
+    outcome
+}
+
+/// [`serve`] once the reply queue is open.
+async fn serve_with(
+    args: WebArgs,
+    http: TcpListener,
+    internal: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    cloud: &iras_cloud::Cloud,
+    config: WebConfig,
+    reply: &reply::ReplyQueue,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
     let state = AppState {
         requests: cloud.queue(&args.stack.request_queue).await?,
         input_bucket: cloud.bucket(&args.stack.input_bucket).await?,
@@ -182,7 +212,7 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::new()),
         config,
     };
-    let responses = cloud.queue(&args.stack.response_queue).await?;
+    let responses = reply.queue();
 
     // Stops the internal endpoint and the embedded listener after the public server drained.
     let stop_background = CancellationToken::new();

@@ -419,7 +419,7 @@ async fn a_classify_error_is_a_422_with_its_kind() {
     };
     let resp = ResponseMessage::new(req.id, req.file_name, outcome, "w", Timings::default());
     cloud
-        .queue("iras-responses")
+        .queue(&req.reply_to)
         .await
         .unwrap()
         .send(OutgoingMessage::new(resp.encode().unwrap()))
@@ -489,16 +489,31 @@ async fn the_standalone_listener_delivers_over_loopback_with_the_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    // The listener loop with the HTTP sink, as the `listener` binary runs it.
+    // The listener loop with the HTTP sink, as the `listener` binary runs it: it asks the
+    // web tier which queue to poll (its own, not the stack's response queue).
     let cloud = Cloud::connect(&CloudArgs::local(state.path()))
         .await
         .unwrap();
     let sink = Arc::new(
         iras_listener::HttpSink::new(&format!("http://{addr}"), token.parse().unwrap()).unwrap(),
     );
+    let iras_listener::ReplyQueueAnswer::Named(reply_queue) = sink.ask_reply_queue().await else {
+        panic!("the web tier does not name its reply queue");
+    };
+    assert!(
+        reply_queue.starts_with("iras-responses-web-"),
+        "{reply_queue}"
+    );
+    let wrong =
+        iras_listener::HttpSink::new(&format!("http://{addr}"), "f".repeat(32).parse().unwrap())
+            .unwrap();
+    assert_eq!(
+        wrong.ask_reply_queue().await,
+        iras_listener::ReplyQueueAnswer::Refused
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::spawn(iras_listener::run(
-        cloud.queue("iras-responses").await.unwrap(),
+        cloud.queue(&reply_queue).await.unwrap(),
         sink,
         iras_listener::ListenerOptions {
             wait_secs: 1,
@@ -539,4 +554,66 @@ fn an_external_listener_needs_a_token_and_a_loopback_address() {
             .contains("loopback")
     );
     assert!(WebArgs::try_parse_from(["web-tier", "--listener-token", "short"]).is_err());
+}
+
+/// Two web tiers on one stack, one burst split across them: each gets every one of its own
+/// answers (none takes the other's), and each deletes its own reply queue at its stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_web_tiers_share_a_stack_without_taking_each_others_results() {
+    let state = tempfile::tempdir().unwrap();
+    let first = Web::start(state.path(), &["--web-id", "first"]).await;
+    let second = Web::start(state.path(), &[]).await;
+    let worker = echo_worker(state.path());
+    let mut uploads = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let url = if i % 2 == 0 { &first.url } else { &second.url }.clone();
+        uploads.spawn(async move {
+            let name = format!("burst_{i}.png");
+            let r = post(&url, form("myfile", &name, png(8, 8)), false).await;
+            (i, r.status(), r.text().await.unwrap())
+        });
+    }
+    let mut answered = 0;
+    while let Some(done) = uploads.join_next().await {
+        let (i, status, body) = done.unwrap();
+        assert_eq!(status, 200, "upload {i}: {body}");
+        assert_eq!(body, format!("label-of-burst_{i}"));
+        answered += 1;
+    }
+    assert_eq!(answered, 40);
+    for web in [&first, &second] {
+        let m = reqwest::get(format!("{}/metrics", web.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            m.contains(r#"iras_web_results_total{delivery="delivered"} 20"#),
+            "{m}"
+        );
+        assert!(
+            !m.contains(r#"iras_web_results_total{delivery="recorded"}"#)
+                || m.contains(r#"iras_web_results_total{delivery="recorded"} 0"#),
+            "a web tier recorded a result it did not wait for: {m}"
+        );
+    }
+    worker.abort();
+    first.stop().await;
+    second.stop().await;
+    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
+        .await
+        .unwrap();
+    let err = cloud
+        .queue("iras-responses-web-first")
+        .await
+        .expect_err("the first tier's queue outlived its stop");
+    assert!(
+        matches!(err, iras_cloud::CloudError::QueueNotFound { .. }),
+        "{err}"
+    );
+    cloud
+        .queue("iras-responses")
+        .await
+        .expect("the stack's response queue stays");
 }
