@@ -378,20 +378,22 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Whether the request presents the listener's token; the refusal to answer if not.
-fn listener_token(headers: &HeaderMap, token: &Token) -> Result<(), Response> {
+/// The refusal to answer a request that does not present the listener's token.
+fn refuse_without_token(headers: &HeaderMap, token: &Token) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if presented.is_some_and(|p| token.matches(p)) {
-        Ok(())
+        None
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong listener token\n",
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong listener token\n",
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }
 
@@ -400,7 +402,7 @@ pub(crate) async fn reply_queue(
     State((state, token)): State<(AppState, Token)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = listener_token(&headers, &token) {
+    if let Some(refused) = refuse_without_token(&headers, &token) {
         return refused;
     }
     Json(iras_listener::ReplyQueueReply {
@@ -415,7 +417,7 @@ pub(crate) async fn deliver(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(refused) = listener_token(&headers, &token) {
+    if let Some(refused) = refuse_without_token(&headers, &token) {
         return refused;
     }
     match ResponseMessage::decode(&body) {
