@@ -286,8 +286,10 @@ def main() -> int:
         app_actions,
     )  # fmt: skip
     app_by_sid = {s["Sid"]: s for s in statements(app)}
-    c.check("app role: sends only to the response queue",
-            app_by_sid["SendResponses"]["Resource"].endswith(out["ResponseQueueUrl"].rsplit("/", 1)[1]),
+    response_name = out["ResponseQueueUrl"].rsplit("/", 1)[1]
+    c.check("app role: sends only to the response queue and the web tiers' own reply queues",
+            [r.rsplit(":", 1)[1] for r in as_list(app_by_sid["SendResponses"]["Resource"])]
+            == [response_name, f"{response_name}-web-*"],
             app_by_sid["SendResponses"])  # fmt: skip
     c.check("app role: reads only the input bucket (claim checks)",
             as_list(app_by_sid["ReadClaimChecks"]["Resource"]) == [f"arn:aws:s3:::{out['InputBucketName']}/*"],
@@ -311,12 +313,16 @@ def main() -> int:
         "Attributes"]["QueueArn"] for q in ("RequestQueueUrl", "ResponseQueueUrl")}  # fmt: skip
     sqs_grants = sorted((a, r) for st in statements(web) for a in as_list(st["Action"])
                         if a.startswith("sqs:") for r in as_list(st["Resource"]))  # fmt: skip
-    c.check("web role: sends requests and takes responses, nothing more on the queues",
+    c.check("web role: sends requests, takes responses, runs its own reply queue, nothing more",
             sqs_grants == sorted(
                 [(a, queue_arn["RequestQueueUrl"]) for a in
                  ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")]
                 + [(a, queue_arn["ResponseQueueUrl"]) for a in
                    ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes")]
+                + [(a, queue_arn["ResponseQueueUrl"] + "-web-*") for a in
+                   ("sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue",
+                    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl",
                     "sqs:GetQueueAttributes")]),
             sqs_grants)  # fmt: skip
     run = web_by_sid["RunTaggedAppTierInstances"]

@@ -328,7 +328,21 @@ def run_checks(c: Checks, e: Env, args) -> None:
         and stack_status(cfn, s) == "CREATE_COMPLETE",
         out(p),
     )
-    e.teardown(s)
+    # A web tier killed before its clean stop leaves its own reply queue; teardown finds it.
+    sqs = e.client("sqs")
+    response_url = next(
+        o["OutputValue"]
+        for o in cfn.describe_stacks(StackName=s)["Stacks"][0]["Outputs"]
+        if o["OutputKey"] == "ResponseQueueUrl"
+    )
+    leftover = sqs.create_queue(QueueName=response_url.rsplit("/", 1)[1] + "-web-i-0dead")
+    p = e.teardown(s)
+    gone = leftover["QueueUrl"] not in sqs.list_queues().get("QueueUrls", [])
+    c.check(
+        "teardown-aws deletes a reply queue a killed web tier left",
+        p.returncode == 0 and gone and "reply queue" in p.stderr,
+        out(p),
+    )
 
     QUOTAS.update(applied=None, default=None)
     s = name("quota")

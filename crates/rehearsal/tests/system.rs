@@ -231,6 +231,64 @@ impl Deployment {
         }
     }
 
+    /// A second web tier on the same stack (on AWS as a second web instance would run it:
+    /// the aws backend, the stack's queue and bucket names), with its reply queue named
+    /// `<response queue>-web-second`; returns it and its URL.
+    async fn second_web_tier(&self) -> (Child, String) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let state = match self {
+            Self::Local { state, .. } | Self::Aws { _state: state, .. } => state.path(),
+        };
+        let log = std::fs::File::create(state.join("web-tier-second.log")).unwrap();
+        let mut command = Command::new(bin_dir().join("web-tier"));
+        command
+            .args(["--listen", &listen, "--web-id", "second"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        match self {
+            Self::Local { .. } => {
+                command
+                    .env("IRAS_BACKEND", "local")
+                    .env("IRAS_STATE_DIR", state);
+            }
+            Self::Aws { rehearsal, .. } => {
+                let n = &rehearsal.names;
+                command
+                    .env("IRAS_BACKEND", "aws")
+                    .env("IRAS_AWS_ENDPOINT_URL", &rehearsal.endpoint)
+                    .env("IRAS_AWS_REGION", iras_rehearsal::rehearse::REGION)
+                    .env("IRAS_REQUEST_QUEUE", &n.request_queue)
+                    .env("IRAS_RESPONSE_QUEUE", &n.response_queue)
+                    .env("IRAS_INPUT_BUCKET", &n.input_bucket)
+                    .env("IRAS_OUTPUT_BUCKET", &n.output_bucket)
+                    .env("AWS_EC2_METADATA_DISABLED", "true");
+            }
+        }
+        let child = command.spawn().unwrap();
+        let url = format!("http://{listen}/");
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client.get(format!("{url}healthz")).send().await.is_ok() {
+                return (child, url);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the second web tier did not come up");
+    }
+
+    /// The reply queue of [`Self::second_web_tier`].
+    fn second_reply_queue(&self) -> String {
+        let responses = match self {
+            Self::Local { .. } => "iras-responses".to_owned(),
+            Self::Aws { rehearsal, .. } => rehearsal.names.response_queue.clone(),
+        };
+        format!("{}-web-second", iras_cloud::queue::queue_name(&responses))
+    }
+
     /// App tiers that are running (local: live processes; aws: EC2 pending or running).
     async fn active(&self) -> Vec<String> {
         match self {
@@ -401,16 +459,27 @@ fn assert_all_labelled(answers: &[(Upload, u16, String)]) {
     }
 }
 
-/// Idle (no app tier) → a 100-photo burst → every answer right, both buckets hold it
-/// under the course's keys, the fleet scaled out → back to zero with empty queues.
-async fn burst_scales_out_and_back_to_zero(d: Deployment) {
+/// Idle (no app tier) → a 100-photo burst, split across two web tiers of one stack → every
+/// answer right on both (neither takes the other's results), both buckets hold it under
+/// the course's keys, the fleet scaled out → back to zero with empty queues, and the
+/// second web tier's own reply queue gone after its clean stop.
+async fn a_burst_split_across_two_web_tiers_scales_out_and_back_to_zero(d: Deployment) {
     assert!(d.active().await.is_empty(), "starts idle: scale to zero");
+    let (mut second, second_url) = d.second_web_tier().await;
     let uploads = golden_uploads(100).unwrap();
-    let url = d.url().to_owned();
-    let burst = {
-        let uploads = uploads.clone();
-        tokio::spawn(async move { post_all(&url, &uploads).await })
-    };
+    let (first_half, second_half): (Vec<_>, Vec<_>) = uploads
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let urls = [d.url().to_owned(), second_url.clone()];
+    let burst = tokio::spawn(async move {
+        let [first_url, second_url] = urls;
+        let first: Vec<_> = first_half.into_iter().map(|(_, u)| u).collect();
+        let second: Vec<_> = second_half.into_iter().map(|(_, u)| u).collect();
+        let (a, b) = tokio::join!(post_all(&first_url, &first), post_all(&second_url, &second));
+        a.into_iter().chain(b).collect::<Vec<_>>()
+    });
     let mut peak = 0;
     while !burst.is_finished() {
         peak = peak.max(d.active().await.len());
@@ -424,9 +493,40 @@ async fn burst_scales_out_and_back_to_zero(d: Deployment) {
     if let Deployment::Aws { rehearsal, .. } = &d {
         assert_launch_hardening(rehearsal).await;
     }
+    // The second web tier got exactly its own 50 results, and stops cleanly, taking its
+    // reply queue with it.
+    let metrics = reqwest::get(format!("{second_url}metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"iras_web_results_total{delivery="delivered"} 50"#),
+        "{metrics}"
+    );
+    let cloud = d.cloud().await;
+    cloud
+        .queue(&d.second_reply_queue())
+        .await
+        .expect("the second web tier's reply queue");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), second.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let gone = cloud.queue(&d.second_reply_queue()).await;
+    assert!(
+        matches!(gone, Err(iras_cloud::CloudError::QueueNotFound { .. })),
+        "the reply queue outlived its web tier: {gone:?}"
+    );
 
     let names = d.names().await;
-    let cloud = d.cloud().await;
     let input = cloud.bucket(&names.input_bucket).await.unwrap();
     let output = cloud.bucket(&names.output_bucket).await.unwrap();
     let mut keys = input.list("test_").await.unwrap();
@@ -541,10 +641,16 @@ async fn a_killed_app_tier_costs_a_redelivery_not_a_request(d: Deployment) {
 async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Deployment) {
     let names = d.names().await;
     let cloud = d.cloud().await;
+    // The poison names a reply queue of the test's own, made as a web tier makes its own.
     let responses = match &d {
         Deployment::Local { .. } => "iras-responses".to_owned(),
         Deployment::Aws { rehearsal, .. } => rehearsal.names.response_queue.clone(),
     };
+    let reply_to = format!("{}-web-poison", iras_cloud::queue::queue_name(&responses));
+    let replies = cloud
+        .create_queue_like(&responses, &reply_to)
+        .await
+        .unwrap();
     let poison = RequestMessage {
         version: iras_protocol::PROTOCOL_VERSION,
         id: RequestId::new(),
@@ -552,7 +658,7 @@ async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Dep
         image: ImagePayload::Inline {
             data: "!!! not base64 !!!".into(),
         },
-        reply_to: responses,
+        reply_to: reply_to.clone(),
         submitted_at_ms: 0,
         top_k: 1,
         key_scheme: KeyScheme::FileName,
@@ -625,6 +731,20 @@ async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Dep
     }
     assert_eq!(last.0, 422, "{}", last.1);
     assert_eq!(last.1["error"], "bad_payload");
+    // … and it came back on the queue the request named.
+    let answer = replies
+        .receive(iras_cloud::ReceiveOptions {
+            max_messages: 1,
+            wait: Duration::from_secs(5),
+            visibility_timeout: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.len(), 1, "one error result on the reply queue");
+    let answer = iras_protocol::ResponseMessage::decode(&answer[0].body).unwrap();
+    assert_eq!(answer.id, poison.id);
+    assert!(answer.outcome.label().is_none(), "{answer:?}");
+    cloud.delete_queue(&reply_to).await.unwrap();
     d.assert_queues_drain().await;
     d.stop().await;
 }
@@ -651,7 +771,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
-    burst_scales_out_and_back_to_zero,
+    a_burst_split_across_two_web_tiers_scales_out_and_back_to_zero,
     a_killed_app_tier_costs_a_redelivery_not_a_request,
     poison_is_an_error_result_and_the_course_client_gets_its_answers,
 );
