@@ -85,6 +85,10 @@ pub struct WorkerConfig {
     pub limits: iras_classifier::Limits,
     /// Every decode of this process takes its estimated memory out of this budget first.
     pub decode_budget: iras_classifier::DecodeBudget,
+    /// Receives the request queue allows before it dead-letters a message (its redrive
+    /// policy's `maxReceiveCount`): a failure that may pass is left for redelivery until
+    /// this receive, which answers with an error instead, so the client hears of it.
+    pub max_receives: u32,
 }
 
 /// Shared by the worker loops of one process.
@@ -353,6 +357,71 @@ struct Work {
     outcome: Outcome,
     timings: Timings,
     started: Instant,
+    /// This is the queue's last receive of the message (see [`Attempt::is_last`]).
+    last_attempt: bool,
+}
+
+/// One receive of a request, for deciding what a failure that may pass costs: a
+/// redelivery, or on the queue's last receive an error answer (never silence until the
+/// client's timeout, and a result by id for it to find).
+struct Attempt<'a> {
+    request: &'a RequestMessage,
+    receive_count: u32,
+    queued_ms: u64,
+    started: Instant,
+}
+
+impl<'a> Attempt<'a> {
+    fn new(
+        message: &ReceivedMessage,
+        request: &'a RequestMessage,
+        queued_ms: u64,
+        started: Instant,
+    ) -> Self {
+        Self {
+            request,
+            receive_count: message.receive_count,
+            queued_ms,
+            started,
+        }
+    }
+
+    /// Whether the queue dead-letters the message instead of delivering it again.
+    fn is_last(&self, shared: &Shared) -> bool {
+        self.receive_count >= shared.config.max_receives
+    }
+
+    /// After a failure that may pass (`doing` failed with `error`): leaves the message
+    /// for redelivery, or on the last receive answers with a `kind` error saying so.
+    async fn retry_or_give_up(
+        &self,
+        shared: &Shared,
+        kind: ErrorKind,
+        doing: &str,
+        error: String,
+    ) -> Step {
+        let id = self.request.id;
+        if !self.is_last(shared) {
+            tracing::warn!(%id, receives = self.receive_count, %error,
+                "cannot {doing} yet: will be redelivered");
+            return Step::Finished(false);
+        }
+        tracing::error!(%id, receives = self.receive_count, %error,
+            "cannot {doing} on the last receive: answering with an error");
+        let outcome = Outcome::Error {
+            kind,
+            message: format!(
+                "gave up after {} attempts: could not {doing}: {error}",
+                self.receive_count
+            ),
+        };
+        let timings = Timings {
+            queued_ms: self.queued_ms,
+            total_ms: elapsed_ms(self.started),
+            ..Timings::default()
+        };
+        Step::Finished(respond(shared, self.request, outcome, timings).await)
+    }
 }
 
 /// Decodes, fetches and classifies one message. Returns the classifier (unless inference
@@ -390,10 +459,19 @@ async fn classify_message(
             return (classifier, Step::Finished(answered));
         }
         Err(Failure::Transient(e)) => {
-            tracing::warn!(id = %request.id, error = %e, "cannot fetch the image yet: will be redelivered");
-            return (classifier, Step::Finished(false));
+            let failed = Attempt::new(message, &request, queued_ms, started);
+            let step = failed
+                .retry_or_give_up(
+                    shared,
+                    ErrorKind::Unavailable,
+                    "fetch the image",
+                    e.to_string(),
+                )
+                .await;
+            return (classifier, step);
         }
     };
+    let attempt = Attempt::new(message, &request, queued_ms, started);
     let Some(mut c) = classifier else {
         return (None, Step::Finished(false));
     };
@@ -408,8 +486,15 @@ async fn classify_message(
     let (bytes, probe) = match probed {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::error!(id = %request.id, error = %e, "header check panicked: will be redelivered");
-            return (Some(c), Step::Finished(false));
+            let step = attempt
+                .retry_or_give_up(
+                    shared,
+                    ErrorKind::Internal,
+                    "check the image header",
+                    e.to_string(),
+                )
+                .await;
+            return (Some(c), step);
         }
     };
     let permit = match probe {
@@ -421,8 +506,15 @@ async fn classify_message(
         {
             Ok(permit) => Some(permit),
             Err(e) => {
-                tracing::warn!(id = %request.id, error = %e, "no room to decode: will be redelivered");
-                return (Some(c), Step::Finished(false));
+                let step = attempt
+                    .retry_or_give_up(
+                        shared,
+                        ErrorKind::Unavailable,
+                        "find room to decode",
+                        e.to_string(),
+                    )
+                    .await;
+                return (Some(c), step);
             }
         },
         // `classify` reports the same error below, as for any bad input.
@@ -461,8 +553,15 @@ async fn classify_message(
     let (c, bytes, result) = match joined {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::error!(id = %request.id, error = %e, "inference panicked: will be redelivered");
-            return (None, Step::Finished(false));
+            let step = attempt
+                .retry_or_give_up(
+                    shared,
+                    ErrorKind::Internal,
+                    "classify (inference panicked)",
+                    e.to_string(),
+                )
+                .await;
+            return (None, step);
         }
     };
     let mut timings = Timings {
@@ -499,16 +598,20 @@ async fn classify_message(
             message: e.to_string(),
         },
         Err(e) => {
-            tracing::error!(id = %request.id, error = %e, "inference failed: will be redelivered");
-            return (Some(c), Step::Finished(false));
+            let step = attempt
+                .retry_or_give_up(shared, ErrorKind::Internal, "classify", e.to_string())
+                .await;
+            return (Some(c), step);
         }
     };
+    let last_attempt = attempt.is_last(shared);
     let work = Work {
         request,
         bytes,
         outcome,
         timings,
         started,
+        last_attempt,
     };
     (Some(c), Step::Finish(Box::new(work)))
 }
@@ -521,11 +624,24 @@ async fn finish(shared: &Shared, work: Box<Work>) -> bool {
         outcome,
         mut timings,
         started,
+        last_attempt,
     } = *work;
     // Every image is kept, whatever became of it; the result only when there is a label.
     if let Err(e) = store(shared, &request, bytes, &outcome).await {
-        tracing::warn!(id = %request.id, error = %e, "cannot write to the buckets: will be redelivered");
-        return false;
+        if !last_attempt {
+            tracing::warn!(id = %request.id, error = %e, "cannot write to the buckets: will be redelivered");
+            return false;
+        }
+        tracing::error!(id = %request.id, error = %e,
+            "cannot write to the buckets on the last receive: answering with an error");
+        let outcome = Outcome::Error {
+            kind: ErrorKind::Unavailable,
+            message: format!(
+                "gave up on the last attempt: could not store the image or its result: {e}"
+            ),
+        };
+        timings.total_ms = elapsed_ms(started);
+        return respond(shared, &request, outcome, timings).await;
     }
     timings.total_ms = elapsed_ms(started);
     respond(shared, &request, outcome, timings).await
@@ -610,6 +726,15 @@ async fn respond(
     outcome: Outcome,
     timings: Timings,
 ) -> bool {
+    // An answer that gives up (an outage past the last receive, the processing cap) goes
+    // out even when it cannot also be kept by id: the waiting client hears of it either way.
+    let giving_up = matches!(
+        &outcome,
+        Outcome::Error {
+            kind: ErrorKind::Unavailable | ErrorKind::Internal,
+            ..
+        }
+    );
     let response = ResponseMessage::new(
         request.id,
         request.file_name.clone(),
@@ -632,8 +757,11 @@ async fn respond(
         .put(&request.result_key(), body.clone().into_bytes())
         .await
     {
-        tracing::warn!(id = %request.id, error = %e, "cannot write the result by id: will be redelivered");
-        return false;
+        if !giving_up {
+            tracing::warn!(id = %request.id, error = %e, "cannot write the result by id: will be redelivered");
+            return false;
+        }
+        tracing::warn!(id = %request.id, error = %e, "cannot write the error result by id: sending it anyway");
     }
     let sent = match reply_queue(shared, &request.reply_to).await {
         Ok(queue) => queue.send(iras_cloud::OutgoingMessage::new(body)).await,

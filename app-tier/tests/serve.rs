@@ -299,3 +299,110 @@ async fn the_binary_reports_ready_and_exits_cleanly_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// An outage that outlasts every receive the queue allows (here the input bucket, replaced
+/// by a file under the running worker, so even root cannot write to it): the request is
+/// redelivered until its last receive, which answers the client with an `unavailable`
+/// error (also kept by id) instead of leaving it to silence and the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_past_the_last_receive_is_an_error_answer_not_silence() {
+    let state = tempfile::tempdir().unwrap();
+    let cloud = provisioned(state.path()).await;
+    let requests = cloud.queue("iras-requests").await.unwrap();
+    let args = ServeArgs {
+        cloud: CloudArgs::local(state.path()),
+        model: ModelArgs {
+            model_dir: None,
+            ort_library: None,
+            threads: NonZeroUsize::new(1),
+            limits: iras_classifier::LimitArgs::default(),
+        },
+        stack: iras_cloud::StackArgs {
+            provision: iras_cloud::Provision::Never,
+            // As provisioned above.
+            max_receive_count: 2,
+            ..Default::default()
+        },
+        workers: None,
+        batch_size: 1,
+        visibility_timeout_secs: 2,
+        wait_secs: 1,
+        max_processing_secs: 120,
+        decode: iras_classifier::DecodeArgs::default(),
+        worker_id: Some("app-tier-test".into()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(iras_app_tier::serve(args, async {
+        let _ = stopped.await;
+    }));
+    let mut img = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 128]))
+        .write_to(&mut img, image::ImageFormat::Png)
+        .unwrap();
+    let responses = cloud.queue("iras-responses").await.unwrap();
+    let next_answer = || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no answer");
+            let got = responses
+                .receive(ReceiveOptions {
+                    max_messages: 1,
+                    wait: Duration::from_secs(2),
+                    visibility_timeout: None,
+                })
+                .await
+                .unwrap();
+            if let Some(m) = got.first() {
+                responses.delete(&m.receipt).await.unwrap();
+                break ResponseMessage::decode(&m.body).unwrap();
+            }
+        }
+    };
+    // A first request answered: the worker is up, with its bucket handles.
+    let warm = request("warm.png", ImagePayload::inline(img.get_ref()));
+    requests
+        .send(OutgoingMessage::new(warm.encode().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(next_answer().await.id, warm.id);
+
+    // Now the input bucket breaks, and stays broken.
+    let input_dir = state.path().join("buckets").join("iras-input");
+    assert!(input_dir.is_dir(), "{}", input_dir.display());
+    std::fs::rename(&input_dir, state.path().join("iras-input.away")).unwrap();
+    std::fs::write(&input_dir, b"not a directory").unwrap();
+    let doomed = request("doomed.png", ImagePayload::inline(img.get_ref()));
+    requests
+        .send(OutgoingMessage::new(doomed.encode().unwrap()))
+        .await
+        .unwrap();
+    let answer = next_answer().await;
+    assert_eq!(answer.id, doomed.id);
+    match &answer.outcome {
+        Outcome::Error { kind, message } => {
+            assert_eq!(*kind, ErrorKind::Unavailable, "{message}");
+            assert!(message.contains("gave up"), "{message}");
+        }
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+    let by_id = cloud
+        .bucket("iras-output")
+        .await
+        .unwrap()
+        .get(&doomed.result_key())
+        .await
+        .unwrap();
+    let by_id = ResponseMessage::decode(std::str::from_utf8(&by_id).unwrap()).unwrap();
+    assert_eq!(by_id.outcome, answer.outcome);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("serve did not stop after shutdown")
+        .unwrap()
+        .unwrap();
+    // Answered and deleted: nothing left for the dead-letter queue.
+    assert_eq!(requests.depth().await.unwrap().total(), 0);
+    let dlq = cloud.queue("iras-requests-dlq").await.unwrap();
+    assert_eq!(dlq.depth().await.unwrap().total(), 0);
+}

@@ -117,6 +117,15 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // The worker's own failure or an outage it gave up on is not the client's fault.
+            Self::Classify {
+                kind: ErrorKind::Internal,
+                ..
+            } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Classify {
+                kind: ErrorKind::Unavailable,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Classify { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnknownId(_) => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -193,10 +202,7 @@ impl AppError {
         if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }
-        if matches!(
-            self,
-            Self::Overloaded | Self::DecodeBusy(_) | Self::Unavailable(_)
-        ) {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -212,5 +218,44 @@ const RETRY_AFTER_SECS: &str = "2";
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.into_response_as(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(kind: ErrorKind) -> AppError {
+        AppError::Classify {
+            id: RequestId::new(),
+            kind,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn a_worker_error_is_the_clients_fault_only_when_it_is() {
+        for kind in [
+            ErrorKind::BadPayload,
+            ErrorKind::UndecodableImage,
+            ErrorKind::ImageTooLarge,
+            ErrorKind::MissingClaim,
+            ErrorKind::Unknown,
+        ] {
+            assert_eq!(
+                classify(kind).status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{kind}"
+            );
+        }
+        assert_eq!(
+            classify(ErrorKind::Internal).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        // An outage the worker gave up on: try again later, as any 503 says.
+        let r = classify(ErrorKind::Unavailable).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], RETRY_AFTER_SECS);
+        assert!(r.headers().contains_key(crate::REQUEST_ID_HEADER));
     }
 }

@@ -244,6 +244,9 @@ pub enum ErrorKind {
     MissingClaim,
     /// The worker failed for a reason of its own.
     Internal,
+    /// A service the worker needs (a bucket, a queue, room to decode) kept failing until
+    /// the request's last attempt; trying again later may pass.
+    Unavailable,
     /// A kind added by a newer worker; lets an older web tier still read the response.
     #[serde(other)]
     Unknown,
@@ -258,6 +261,7 @@ impl ErrorKind {
             Self::ImageTooLarge => "image_too_large",
             Self::MissingClaim => "missing_claim",
             Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
             Self::Unknown => "unknown",
         }
     }
@@ -490,6 +494,7 @@ pub(crate) mod tests {
             ErrorKind::ImageTooLarge,
             ErrorKind::MissingClaim,
             ErrorKind::Internal,
+            ErrorKind::Unavailable,
             ErrorKind::Unknown,
         ] {
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
@@ -570,6 +575,7 @@ pub(crate) mod tests {
             Just(ErrorKind::ImageTooLarge),
             Just(ErrorKind::MissingClaim),
             Just(ErrorKind::Internal),
+            Just(ErrorKind::Unavailable),
             Just(ErrorKind::Unknown),
         ];
         prop_oneof![
