@@ -1,7 +1,7 @@
 //! Hostile clients against the web tier over real loopback HTTP: decompression bombs,
 //! slowloris connections, slow bodies, and the connection limit. An echo worker stands in for
 //! the app tier (the web tier's defences are what is under test); the figures (peak RSS of
-//! both tiers under 20 bombs, 2,000 slowloris connections) come from `scripts/bench-hostile`.
+//! both tiers under 20 bombs, 2,000 slowloris connections) come from `scripts/bench-faults`.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 

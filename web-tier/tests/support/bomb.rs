@@ -1,6 +1,6 @@
 //! The decompression bomb of issue 13: a PNG of a few hundred KB that declares 6300×6300
 //! 16-bit RGBA (inside the 40 MP pixel limit) and inflates to 318 MB of zeros.
-//! Shared by the web tier's tests and `examples/bench-hostile.rs`.
+//! Shared by the web tier's tests and `app-tier/examples/bench-faults.rs`.
 
 /// Width and height of the bomb.
 pub(crate) const BOMB_SIDE: u32 = 6300;
