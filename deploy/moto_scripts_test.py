@@ -330,11 +330,8 @@ def run_checks(c: Checks, e: Env, args) -> None:
     )
     # A web tier killed before its clean stop leaves its own reply queue; teardown finds it.
     sqs = e.client("sqs")
-    response_url = next(
-        o["OutputValue"]
-        for o in cfn.describe_stacks(StackName=s)["Stacks"][0]["Outputs"]
-        if o["OutputKey"] == "ResponseQueueUrl"
-    )
+    response_url = cfn.describe_stack_resource(StackName=s, LogicalResourceId="ResponseQueue")[
+        "StackResourceDetail"]["PhysicalResourceId"]  # fmt: skip
     leftover = sqs.create_queue(QueueName=response_url.rsplit("/", 1)[1] + "-web-i-0dead")
     p = e.teardown(s)
     gone = leftover["QueueUrl"] not in sqs.list_queues().get("QueueUrls", [])

@@ -195,7 +195,6 @@ pub async fn serve(
         max_processing: std::time::Duration::from_secs(args.max_processing_secs),
         limits,
         decode_budget,
-        max_receives: args.stack.max_receive_count,
     };
     worker::serve(config, cloud, classifiers, shutdown).await
 }

@@ -85,10 +85,6 @@ pub struct WorkerConfig {
     pub limits: iras_classifier::Limits,
     /// Every decode of this process takes its estimated memory out of this budget first.
     pub decode_budget: iras_classifier::DecodeBudget,
-    /// Receives the request queue allows before it dead-letters a message (its redrive
-    /// policy's `maxReceiveCount`): a failure that may pass is left for redelivery until
-    /// this receive, which answers with an error instead, so the client hears of it.
-    pub max_receives: u32,
 }
 
 /// Shared by the worker loops of one process.
@@ -100,6 +96,11 @@ struct Shared {
     output: Arc<dyn Bucket>,
     /// Reply queues resolved so far, by name or URL.
     replies: Mutex<HashMap<String, Arc<dyn Queue>>>,
+    /// Receives the request queue allows before it dead-letters a message (its redrive
+    /// policy's `maxReceiveCount`, read from the queue at start): a failure that may pass
+    /// is left for redelivery until this receive, which answers with an error instead, so
+    /// the client hears of it. `u32::MAX` for a queue without a dead-letter queue.
+    max_receives: u32,
 }
 
 /// Runs one worker loop per classifier until `shutdown` resolves, then lets each loop finish
@@ -117,11 +118,22 @@ pub async fn serve(
     }
     .validate()
     .context("invalid worker settings")?;
+    let requests = cloud
+        .queue(&config.request_queue)
+        .await
+        .context("request queue")?;
+    let max_receives = requests
+        .max_receive_count()
+        .await
+        .context("request queue's redrive policy")?
+        .unwrap_or_else(|| {
+            tracing::warn!(queue = %config.request_queue,
+                "the request queue has no dead-letter queue: a failing request is retried for ever");
+            u32::MAX
+        });
     let shared = Arc::new(Shared {
-        requests: cloud
-            .queue(&config.request_queue)
-            .await
-            .context("request queue")?,
+        requests,
+        max_receives,
         input: cloud
             .bucket(&config.input_bucket)
             .await
@@ -388,7 +400,7 @@ impl<'a> Attempt<'a> {
 
     /// Whether the queue dead-letters the message instead of delivering it again.
     fn is_last(&self, shared: &Shared) -> bool {
-        self.receive_count >= shared.config.max_receives
+        self.receive_count >= shared.max_receives
     }
 
     /// After a failure that may pass (`doing` failed with `error`): leaves the message
@@ -441,6 +453,7 @@ async fn classify_message(
     };
     let started = Instant::now();
     let queued_ms = now_ms().saturating_sub(request.submitted_at_ms);
+    let attempt = Attempt::new(message, &request, queued_ms, started);
     let bytes = match image_bytes(shared, &request).await {
         Ok(bytes) => bytes,
         Err(Failure::Permanent(kind, msg)) => {
@@ -459,8 +472,7 @@ async fn classify_message(
             return (classifier, Step::Finished(answered));
         }
         Err(Failure::Transient(e)) => {
-            let failed = Attempt::new(message, &request, queued_ms, started);
-            let step = failed
+            let step = attempt
                 .retry_or_give_up(
                     shared,
                     ErrorKind::Unavailable,
@@ -471,7 +483,6 @@ async fn classify_message(
             return (classifier, step);
         }
     };
-    let attempt = Attempt::new(message, &request, queued_ms, started);
     let Some(mut c) = classifier else {
         return (None, Step::Finished(false));
     };

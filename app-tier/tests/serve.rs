@@ -47,6 +47,30 @@ fn request(name: &str, image: ImagePayload) -> RequestMessage {
     }
 }
 
+/// `app-tier serve` on the stack of [`provisioned`], one thread, named `app-tier-test`.
+fn serve_args(state: &std::path::Path) -> ServeArgs {
+    ServeArgs {
+        cloud: CloudArgs::local(state),
+        model: ModelArgs {
+            model_dir: None,
+            ort_library: None,
+            threads: NonZeroUsize::new(1),
+            limits: iras_classifier::LimitArgs::default(),
+        },
+        stack: iras_cloud::StackArgs {
+            provision: iras_cloud::Provision::Never,
+            ..Default::default()
+        },
+        workers: None,
+        batch_size: 10,
+        visibility_timeout_secs: 30,
+        wait_secs: 1,
+        max_processing_secs: 120,
+        decode: iras_classifier::DecodeArgs::default(),
+        worker_id: Some("app-tier-test".into()),
+    }
+}
+
 /// A local stack with the worker's default queue and bucket names.
 async fn provisioned(state: &std::path::Path) -> Cloud {
     let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
@@ -138,26 +162,7 @@ async fn serves_requests_end_to_end_and_stops_cleanly() {
         .await
         .unwrap();
 
-    let args = ServeArgs {
-        cloud: CloudArgs::local(state.path()),
-        model: ModelArgs {
-            model_dir: None,
-            ort_library: None,
-            threads: NonZeroUsize::new(1),
-            limits: iras_classifier::LimitArgs::default(),
-        },
-        stack: iras_cloud::StackArgs {
-            provision: iras_cloud::Provision::Never,
-            ..Default::default()
-        },
-        workers: None,
-        batch_size: 10,
-        visibility_timeout_secs: 30,
-        wait_secs: 1,
-        max_processing_secs: 120,
-        decode: iras_classifier::DecodeArgs::default(),
-        worker_id: Some("app-tier-test".into()),
-    };
+    let args = serve_args(state.path());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(iras_app_tier::serve(args, async {
         let _ = stopped.await;
@@ -309,28 +314,11 @@ async fn an_outage_past_the_last_receive_is_an_error_answer_not_silence() {
     let state = tempfile::tempdir().unwrap();
     let cloud = provisioned(state.path()).await;
     let requests = cloud.queue("iras-requests").await.unwrap();
-    let args = ServeArgs {
-        cloud: CloudArgs::local(state.path()),
-        model: ModelArgs {
-            model_dir: None,
-            ort_library: None,
-            threads: NonZeroUsize::new(1),
-            limits: iras_classifier::LimitArgs::default(),
-        },
-        stack: iras_cloud::StackArgs {
-            provision: iras_cloud::Provision::Never,
-            // As provisioned above.
-            max_receive_count: 2,
-            ..Default::default()
-        },
-        workers: None,
-        batch_size: 1,
-        visibility_timeout_secs: 2,
-        wait_secs: 1,
-        max_processing_secs: 120,
-        decode: iras_classifier::DecodeArgs::default(),
-        worker_id: Some("app-tier-test".into()),
-    };
+    let mut args = serve_args(state.path());
+    // One message at a time, redelivered every 2 s, dead-lettered after 2 receives (as
+    // provisioned above; the worker reads that from the queue).
+    args.batch_size = 1;
+    args.visibility_timeout_secs = 2;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(iras_app_tier::serve(args, async {
         let _ = stopped.await;

@@ -229,6 +229,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// The number of messages by state.
     async fn depth(&self) -> Result<QueueDepth>;
+
+    /// How many receives the queue allows a message before it moves it to its dead-letter
+    /// queue (its redrive policy's `maxReceiveCount`); `None` without one.
+    async fn max_receive_count(&self) -> Result<Option<u32>>;
 }
 
 /// Checks a batch's size before it is sent.

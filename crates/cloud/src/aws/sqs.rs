@@ -424,6 +424,36 @@ impl Queue for SqsQueue {
             ),
         })
     }
+
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| self.error("GetQueueAttributes", Failure::of(&e)))?;
+        let Some(policy) = output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        else {
+            return Ok(None);
+        };
+        parse_max_receive_count(policy)
+            .map(Some)
+            .ok_or_else(|| malformed(SERVICE, "GetQueueAttributes", "unreadable RedrivePolicy"))
+    }
+}
+
+/// `maxReceiveCount` of a redrive policy: SQS gives it as a number or as a string.
+fn parse_max_receive_count(policy: &str) -> Option<u32> {
+    let value: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match &value["maxReceiveCount"] {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
 }
 
 /// The attributes `provision` gives a queue.
@@ -656,6 +686,24 @@ mod tests {
             code: Some(code.into()),
             status: Some(400),
             message: code.into(),
+        }
+    }
+
+    #[test]
+    fn redrive_policies_give_their_receive_limit() {
+        for (policy, want) in [
+            (
+                r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"5"}"#,
+                Some(5),
+            ),
+            (
+                r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":3}"#,
+                Some(3),
+            ),
+            (r#"{"deadLetterTargetArn":"arn:x"}"#, None),
+            ("not json", None),
+        ] {
+            assert_eq!(parse_max_receive_count(policy), want, "{policy}");
         }
     }
 

@@ -577,6 +577,10 @@ impl Queue for LocalQueue {
         Ok(())
     }
 
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        Ok(self.config.redrive.as_ref().map(|(max, _)| *max))
+    }
+
     async fn depth(&self) -> Result<QueueDepth> {
         let queue = self.name.clone();
         self.db

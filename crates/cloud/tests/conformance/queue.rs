@@ -261,6 +261,11 @@ pub(crate) async fn dead_letters_after_max_receives(env: &TestEnv) {
     let q = env.cloud.queue(&stack.request_queue).await.expect("queue");
     let dlq_name = iras_cloud::StackSpec::dead_letter_queue(&stack.request_queue);
     let dlq = env.cloud.queue(&dlq_name).await.expect("dead-letter queue");
+    assert_eq!(
+        q.max_receive_count().await.expect("limit"),
+        Some(MAX_RECEIVES)
+    );
+    assert_eq!(dlq.max_receive_count().await.expect("limit"), None);
     q.send(OutgoingMessage::new("poison")).await.expect("send");
 
     // Received MAX_RECEIVES times without being deleted …
@@ -333,6 +338,10 @@ pub(crate) async fn a_queue_made_like_another_shares_its_dead_letter_queue_and_c
         .await
         .expect("create like the response queue");
     assert_eq!(q.name(), own);
+    assert_eq!(
+        q.max_receive_count().await.expect("limit"),
+        Some(MAX_RECEIVES)
+    );
     // Idempotent: a second create keeps the queue and what is in it.
     q.send(OutgoingMessage::new("poison")).await.expect("send");
     let again = env
