@@ -10,15 +10,14 @@ mod support;
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
-use iras_protocol::{ImagePayload, Outcome, RequestMessage, ResponseMessage, Timings};
+use iras_cloud::{Cloud, CloudArgs};
 use iras_web_tier::WebArgs;
 use reqwest::multipart::{Form, Part};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 
 use support::bomb::{BOMB_SIDE, png_bomb};
+use support::echo::echo_worker;
 use support::web::Web;
 
 impl Web {
@@ -48,51 +47,6 @@ async fn upload(url: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-/// Answers every request with `label-of-<stem>`, as the app tier would (without the model).
-fn echo_worker(state: &std::path::Path) -> JoinHandle<()> {
-    let state = state.to_owned();
-    tokio::spawn(async move {
-        let cloud = Cloud::connect(&CloudArgs::local(&state)).await.unwrap();
-        let requests = cloud.queue("iras-requests").await.unwrap();
-        let input = cloud.bucket("iras-input").await.unwrap();
-        loop {
-            let batch = requests
-                .receive(ReceiveOptions {
-                    max_messages: 10,
-                    wait: Duration::from_secs(1),
-                    visibility_timeout: Some(Duration::from_secs(30)),
-                })
-                .await
-                .unwrap();
-            for m in batch {
-                let req = RequestMessage::decode(&m.body).unwrap();
-                if let ImagePayload::Claim { key } = &req.image {
-                    input.get(key).await.unwrap();
-                }
-                let label = format!("label-of-{}", req.file_name.stem());
-                let outcome = Outcome::Label {
-                    label,
-                    score: 0.5,
-                    top_k: vec![],
-                };
-                let resp = ResponseMessage::new(
-                    req.id,
-                    req.file_name,
-                    outcome,
-                    "echo",
-                    Timings::default(),
-                );
-                let replies = cloud.queue(&req.reply_to).await.unwrap();
-                replies
-                    .send(OutgoingMessage::new(resp.encode().unwrap()))
-                    .await
-                    .unwrap();
-                requests.delete(&m.receipt).await.unwrap();
-            }
-        }
-    })
 }
 
 async fn queued(state: &std::path::Path) -> u64 {
