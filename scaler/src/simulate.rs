@@ -286,7 +286,7 @@ pub struct Sample {
 
 /// What one run produced.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct SimulatedRun {
     /// The policy's label.
     pub policy: String,
     /// One sample per poll.
@@ -463,7 +463,7 @@ fn percentile_s(sorted_us: &[u64], p: f64) -> f64 {
 
 /// Runs one policy over the scenario. `arrivals_us` are sorted times (from
 /// [`Arrivals::times_us`]), shared so every policy sees the same requests.
-pub fn run_policy(scenario: &Scenario, policy: &Policy, arrivals_us: &[u64]) -> Outcome {
+pub fn run_policy(scenario: &Scenario, policy: &Policy, arrivals_us: &[u64]) -> SimulatedRun {
     let mut sim = Sim {
         scenario,
         // Service times draw from their own stream, so every policy gets the same ones
@@ -562,7 +562,7 @@ pub fn run_policy(scenario: &Scenario, policy: &Policy, arrivals_us: &[u64]) -> 
     let requests = arrivals_us.len() as u64;
     let mut waits = std::mem::take(&mut sim.waits_us);
     waits.sort_unstable();
-    Outcome {
+    SimulatedRun {
         policy: policy.label(),
         samples,
         requests,
@@ -577,7 +577,7 @@ pub fn run_policy(scenario: &Scenario, policy: &Policy, arrivals_us: &[u64]) -> 
 }
 
 /// Runs every policy over the same arrivals.
-pub fn compare(scenario: &Scenario, policies: &[Policy]) -> Result<Vec<Outcome>, SimError> {
+pub fn compare(scenario: &Scenario, policies: &[Policy]) -> Result<Vec<SimulatedRun>, SimError> {
     let mut rng = SmallRng::seed_from_u64(scenario.seed);
     let arrivals = scenario.arrivals.times_us(&mut rng)?;
     Ok(policies
@@ -588,7 +588,7 @@ pub fn compare(scenario: &Scenario, policies: &[Policy]) -> Result<Vec<Outcome>,
 
 /// Writes the time series: `time_s` then `<policy>_depth,<policy>_instances,
 /// <policy>_completed` per policy; a policy that finished early repeats its last row.
-pub fn write_csv(out: &mut impl Write, outcomes: &[Outcome]) -> std::io::Result<()> {
+pub fn write_csv(out: &mut impl Write, outcomes: &[SimulatedRun]) -> std::io::Result<()> {
     write!(out, "time_s")?;
     for o in outcomes {
         let name = csv_name(&o.policy);
@@ -623,7 +623,7 @@ fn csv_name(label: &str) -> String {
 }
 
 /// Writes the CSV to a file.
-pub fn write_csv_file(path: &Path, outcomes: &[Outcome]) -> Result<(), SimError> {
+pub fn write_csv_file(path: &Path, outcomes: &[SimulatedRun]) -> Result<(), SimError> {
     let err = |source| SimError::Write {
         path: path.display().to_string(),
         source,
@@ -634,7 +634,7 @@ pub fn write_csv_file(path: &Path, outcomes: &[Outcome]) -> Result<(), SimError>
 }
 
 /// The Markdown summary table, one row per policy.
-pub fn summary_markdown(outcomes: &[Outcome]) -> String {
+pub fn summary_markdown(outcomes: &[SimulatedRun]) -> String {
     let mut s = String::from(
         "| policy | requests | time to drain (s) | p50 wait (s) | p99 wait (s) | instance-seconds | peak instances | scaling actions |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -661,7 +661,7 @@ pub fn summary_markdown(outcomes: &[Outcome]) -> String {
 
 /// Draws depth, instances and completed requests over time (three panels, one line per
 /// policy) as SVG.
-pub fn write_svg(path: &Path, outcomes: &[Outcome]) -> Result<(), SimError> {
+pub fn write_svg(path: &Path, outcomes: &[SimulatedRun]) -> Result<(), SimError> {
     use plotters::prelude::*;
     let perr = |e: &dyn std::fmt::Display| SimError::Plot {
         path: path.display().to_string(),

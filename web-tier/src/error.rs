@@ -159,14 +159,14 @@ impl AppError {
     }
 
     /// The outcome this error counts as in the upload metrics.
-    pub fn outcome(&self) -> metrics::Outcome {
+    pub fn outcome(&self) -> metrics::UploadOutcome {
         match self {
-            Self::Overloaded | Self::DecodeBusy(_) => metrics::Outcome::overloaded,
-            Self::Unavailable(_) => metrics::Outcome::unavailable,
-            Self::Timeout { .. } => metrics::Outcome::timeout,
-            Self::Classify { .. } => metrics::Outcome::classify_error,
-            Self::Internal(_) => metrics::Outcome::internal,
-            _ => metrics::Outcome::rejected,
+            Self::Overloaded | Self::DecodeBusy(_) => metrics::UploadOutcome::overloaded,
+            Self::Unavailable(_) => metrics::UploadOutcome::unavailable,
+            Self::Timeout { .. } => metrics::UploadOutcome::timeout,
+            Self::Classify { .. } => metrics::UploadOutcome::classify_error,
+            Self::Internal(_) => metrics::UploadOutcome::internal,
+            _ => metrics::UploadOutcome::rejected,
         }
     }
 

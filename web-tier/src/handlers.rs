@@ -55,14 +55,14 @@ pub(crate) async fn upload(
         Ok(result) => {
             state
                 .metrics
-                .upload(metrics::Outcome::label, Some(started.elapsed()));
+                .upload(metrics::UploadOutcome::label, Some(started.elapsed()));
             answer(&result, json)
         }
         Err(e) => {
             let outcome = e.outcome();
             let queued = matches!(
                 outcome,
-                metrics::Outcome::classify_error | metrics::Outcome::timeout
+                metrics::UploadOutcome::classify_error | metrics::UploadOutcome::timeout
             );
             state
                 .metrics

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 /// How an upload ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // label values are snake_case on the wire
-pub enum Outcome {
+pub enum UploadOutcome {
     /// Answered with a label.
     label,
     /// The app tier could not classify the image.
@@ -28,8 +28,8 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: Outcome,
+struct UploadOutcomeLabels {
+    outcome: UploadOutcome,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,7 +41,7 @@ struct DeliveryLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    uploads: Family<OutcomeLabels, Counter>,
+    uploads: Family<UploadOutcomeLabels, Counter>,
     latency: Histogram,
     waiting: Gauge,
     results: Family<DeliveryLabels, Counter>,
@@ -57,7 +57,7 @@ impl Metrics {
     /// Registers every metric under the `iras_web` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("iras_web");
-        let uploads = Family::<OutcomeLabels, Counter>::default();
+        let uploads = Family::<UploadOutcomeLabels, Counter>::default();
         registry.register("uploads", "Uploads by outcome", uploads.clone());
         // 5 ms … about 164 s, doubling.
         let latency = Histogram::new(exponential_buckets(0.005, 2.0, 16));
@@ -88,8 +88,10 @@ impl Metrics {
     }
 
     /// Counts an upload's outcome; `queued_for` is its time in the system if it was queued.
-    pub fn upload(&self, outcome: Outcome, queued_for: Option<std::time::Duration>) {
-        self.uploads.get_or_create(&OutcomeLabels { outcome }).inc();
+    pub fn upload(&self, outcome: UploadOutcome, queued_for: Option<std::time::Duration>) {
+        self.uploads
+            .get_or_create(&UploadOutcomeLabels { outcome })
+            .inc();
         if let Some(d) = queued_for {
             self.latency.observe(d.as_secs_f64());
         }

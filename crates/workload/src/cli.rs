@@ -252,7 +252,7 @@ pub fn course_lines(record: &Record, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ErrorKind, Failure};
+    use crate::{FailureClass, RequestFailure};
 
     #[test]
     fn course_spellings_and_defaults() {
@@ -314,8 +314,8 @@ mod tests {
             course_lines(&r, "http://h/"),
             "test_00.JPEG uploaded!\nClassification result: tabby\n"
         );
-        r.outcome = Err(Failure {
-            kind: ErrorKind::Timeout,
+        r.outcome = Err(RequestFailure {
+            kind: FailureClass::Timeout,
             detail: String::new(),
         });
         assert_eq!(course_lines(&r, "http://h/"), "sendErr: http://h/\n");

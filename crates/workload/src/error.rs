@@ -1,6 +1,6 @@
 //! The one error type of the library: everything that stops a run before or after it
 //! happens. A request that fails *during* a run is not an error here; it is a
-//! [`crate::Failure`] in the summary, because a load test must count failures, not abort
+//! [`crate::RequestFailure`] in the summary, because a load test must count failures, not abort
 //! on the first one.
 
 use std::path::PathBuf;

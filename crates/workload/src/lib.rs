@@ -5,7 +5,7 @@
 //!
 //! - [`run`] / [`run_with`]: the load engine (closed loop or open-loop rate, bounded
 //!   concurrency, safe retries), returning a [`Summary`] of [`Record`]s.
-//! - [`Summary`]: counts, failures by [`ErrorKind`], latency, [`Accuracy`]; a table
+//! - [`Summary`]: counts, failures by [`FailureClass`], latency, [`Accuracy`]; a table
 //!   ([`Summary::table`]) and JSON (`Serialize`).
 //! - [`report`]: the self-contained HTML report with SVG charts.
 //! - [`load_folder`], [`Expected`]: the images and the answer key.
@@ -13,7 +13,7 @@
 //!
 //! The decision a reader may question: a failed request is data, not an error. [`run`]
 //! only returns `Err` when the run cannot start; every request that fails — refused,
-//! reset, timed out, 4xx, 5xx, interrupted — becomes a [`Failure`] in the summary,
+//! reset, timed out, 4xx, 5xx, interrupted — becomes a [`RequestFailure`] in the summary,
 //! counted by kind and listed one by one, because the course's generator silently
 //! dropped exceptions and a load test that loses its failures measures nothing.
 //!
@@ -70,8 +70,8 @@ pub use cli::{Cli, main};
 pub use error::WorkloadError;
 pub use input::{Expected, Image, load_folder};
 pub use run::{
-    Config, DEFAULT_CONCURRENCY, ErrorKind, FILE_FIELD, Failure, Load, MAX_RETRY_PAUSE, Observer,
-    Quiet, Record, run, run_with,
+    Config, DEFAULT_CONCURRENCY, FILE_FIELD, FailureClass, Load, MAX_RETRY_PAUSE, Observer, Quiet,
+    Record, RequestFailure, run, run_with,
 };
 pub use summary::{
     Accuracy, FailedRequest, Latency, Summary, TABLE_LIST_LIMIT, WrongAnswer, percentile,

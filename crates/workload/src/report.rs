@@ -298,7 +298,7 @@ fn completions_svg(s: &Summary) -> Result<String, WorkloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ErrorKind, Failure, Record};
+    use crate::{FailureClass, Record, RequestFailure};
     use std::time::Duration;
 
     #[test]
@@ -341,8 +341,8 @@ mod tests {
                 issued: Duration::from_millis(10),
                 latency: Duration::from_millis(5),
                 attempts: 2,
-                outcome: Err(Failure {
-                    kind: ErrorKind::Status(503),
+                outcome: Err(RequestFailure {
+                    kind: FailureClass::Status(503),
                     detail: "busy & <full>".to_owned(),
                 }),
             },

@@ -131,7 +131,7 @@ impl Config {
 
 /// What went wrong with one request, by class: the summary counts failures by this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ErrorKind {
+pub enum FailureClass {
     /// The server answered with this non-2xx status.
     Status(u16),
     /// No complete answer within the per-request timeout.
@@ -148,28 +148,31 @@ pub enum ErrorKind {
     Cancelled,
 }
 
-impl ErrorKind {
+impl FailureClass {
     /// Whether the server surely did not take the request on, so repeating it is safe.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Connect | ErrorKind::Status(429 | 503))
+        matches!(
+            self,
+            FailureClass::Connect | FailureClass::Status(429 | 503)
+        )
     }
 }
 
-impl std::fmt::Display for ErrorKind {
+impl std::fmt::Display for FailureClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ErrorKind::Status(code) => write!(f, "HTTP {code}"),
-            ErrorKind::Timeout => f.write_str("timeout"),
-            ErrorKind::Connect => f.write_str("connect error"),
-            ErrorKind::Transport => f.write_str("transport error"),
-            ErrorKind::Body => f.write_str("body error"),
-            ErrorKind::EmptyAnswer => f.write_str("empty answer"),
-            ErrorKind::Cancelled => f.write_str("cancelled"),
+            FailureClass::Status(code) => write!(f, "HTTP {code}"),
+            FailureClass::Timeout => f.write_str("timeout"),
+            FailureClass::Connect => f.write_str("connect error"),
+            FailureClass::Transport => f.write_str("transport error"),
+            FailureClass::Body => f.write_str("body error"),
+            FailureClass::EmptyAnswer => f.write_str("empty answer"),
+            FailureClass::Cancelled => f.write_str("cancelled"),
         }
     }
 }
 
-impl Serialize for ErrorKind {
+impl Serialize for FailureClass {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
@@ -178,9 +181,9 @@ impl Serialize for ErrorKind {
 /// A failed request: its class and a one-line detail (the server's reason, the
 /// transport error chain, the request id of a 504).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Failure {
+pub struct RequestFailure {
     /// The class, as counted in the summary.
-    pub kind: ErrorKind,
+    pub kind: FailureClass,
     /// One line of detail.
     pub detail: String,
 }
@@ -199,7 +202,7 @@ pub struct Record {
     /// How many attempts were made (1 without retries).
     pub attempts: u32,
     /// The label, or why there is none.
-    pub outcome: Result<String, Failure>,
+    pub outcome: Result<String, RequestFailure>,
 }
 
 impl Record {
@@ -238,7 +241,7 @@ pub async fn run(config: &Config, images: &[Image]) -> Result<Summary, WorkloadE
 
 /// Runs the workload, telling `observer` about each completed request, until every
 /// request has completed or `shutdown` resolves. On shutdown nothing more is sent and
-/// requests in flight are abandoned and recorded as [`ErrorKind::Cancelled`]; requests
+/// requests in flight are abandoned and recorded as [`FailureClass::Cancelled`]; requests
 /// never sent are the difference between `planned` and `sent` in the summary.
 ///
 /// Images are used in order and cycled when the load has more requests than images.
@@ -363,7 +366,7 @@ struct Request {
 
 impl Request {
     /// Sends with retries; returns the number of attempts and the final outcome.
-    async fn send(&self) -> (u32, Result<String, Failure>) {
+    async fn send(&self) -> (u32, Result<String, RequestFailure>) {
         let mut backoff = iras_service::Backoff::new(MAX_RETRY_PAUSE);
         let mut attempts = 0;
         loop {
@@ -390,7 +393,7 @@ impl Request {
     }
 
     /// One `POST`: the label, or the failure and the server's `Retry-After`, if any.
-    async fn attempt(&self) -> Result<String, (Failure, Option<Duration>)> {
+    async fn attempt(&self) -> Result<String, (RequestFailure, Option<Duration>)> {
         let image = &self.images[self.index];
         let form = Form::new().part(
             FILE_FIELD,
@@ -421,8 +424,8 @@ impl Request {
             let label = body.trim();
             if label.is_empty() {
                 return Err((
-                    Failure {
-                        kind: ErrorKind::EmptyAnswer,
+                    RequestFailure {
+                        kind: FailureClass::EmptyAnswer,
                         detail: format!("HTTP {} with an empty body", status.as_u16()),
                     },
                     None,
@@ -448,8 +451,8 @@ impl Request {
             detail.push_str(&id);
         }
         Err((
-            Failure {
-                kind: ErrorKind::Status(status.as_u16()),
+            RequestFailure {
+                kind: FailureClass::Status(status.as_u16()),
                 detail,
             },
             retry_after,
@@ -457,23 +460,23 @@ impl Request {
     }
 }
 
-fn cancelled() -> Failure {
-    Failure {
-        kind: ErrorKind::Cancelled,
+fn cancelled() -> RequestFailure {
+    RequestFailure {
+        kind: FailureClass::Cancelled,
         detail: "interrupted while in flight".to_owned(),
     }
 }
 
 /// Classifies a reqwest error and keeps its whole cause chain as the detail.
-fn transport_failure(err: &reqwest::Error) -> Failure {
+fn transport_failure(err: &reqwest::Error) -> RequestFailure {
     let kind = if err.is_timeout() {
-        ErrorKind::Timeout
+        FailureClass::Timeout
     } else if err.is_connect() {
-        ErrorKind::Connect
+        FailureClass::Connect
     } else if err.is_body() || err.is_decode() {
-        ErrorKind::Body
+        FailureClass::Body
     } else {
-        ErrorKind::Transport
+        FailureClass::Transport
     };
     // reqwest's own message ("error sending request for url (…)") says nothing the
     // record does not; the causes say what happened.
@@ -494,7 +497,7 @@ fn transport_failure(err: &reqwest::Error) -> Failure {
         }
         source = cause.source();
     }
-    Failure {
+    RequestFailure {
         kind,
         detail: truncate(&detail),
     }
@@ -547,13 +550,13 @@ mod tests {
 
     #[test]
     fn only_requests_the_server_did_not_take_are_retried() {
-        assert!(ErrorKind::Connect.is_retryable());
-        assert!(ErrorKind::Status(503).is_retryable());
-        assert!(ErrorKind::Status(429).is_retryable());
-        assert!(!ErrorKind::Status(504).is_retryable());
-        assert!(!ErrorKind::Status(500).is_retryable());
-        assert!(!ErrorKind::Timeout.is_retryable());
-        assert!(!ErrorKind::Transport.is_retryable());
+        assert!(FailureClass::Connect.is_retryable());
+        assert!(FailureClass::Status(503).is_retryable());
+        assert!(FailureClass::Status(429).is_retryable());
+        assert!(!FailureClass::Status(504).is_retryable());
+        assert!(!FailureClass::Status(500).is_retryable());
+        assert!(!FailureClass::Timeout.is_retryable());
+        assert!(!FailureClass::Transport.is_retryable());
     }
 
     #[test]

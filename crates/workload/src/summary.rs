@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{ErrorKind, Expected, Record};
+use crate::{Expected, FailureClass, Record};
 
 /// At most this many failures and wrong answers are listed in the table (all are in the
 /// JSON and the report).
@@ -104,7 +104,7 @@ pub struct FailedRequest {
     /// The image.
     pub name: String,
     /// The class of failure.
-    pub kind: ErrorKind,
+    pub kind: FailureClass,
     /// One line of detail.
     pub detail: String,
     /// Attempts made.
@@ -336,16 +336,21 @@ pub(crate) fn has_row(table: &str, row: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Failure;
+    use crate::RequestFailure;
 
-    fn record(seq: u64, name: &str, latency_ms: u64, outcome: Result<&str, ErrorKind>) -> Record {
+    fn record(
+        seq: u64,
+        name: &str,
+        latency_ms: u64,
+        outcome: Result<&str, FailureClass>,
+    ) -> Record {
         Record {
             seq,
             name: name.to_owned(),
             issued: Duration::ZERO,
             latency: Duration::from_millis(latency_ms),
             attempts: 1,
-            outcome: outcome.map(str::to_owned).map_err(|kind| Failure {
+            outcome: outcome.map(str::to_owned).map_err(|kind| RequestFailure {
                 kind,
                 detail: "why".to_owned(),
             }),
@@ -371,9 +376,9 @@ mod tests {
         let records = vec![
             record(0, "a.png", 10, Ok("cat")),
             record(1, "b.png", 20, Ok("dog")),
-            record(2, "c.png", 30, Err(ErrorKind::Status(503))),
-            record(3, "d.png", 40, Err(ErrorKind::Status(503))),
-            record(4, "e.png", 1, Err(ErrorKind::Connect)),
+            record(2, "c.png", 30, Err(FailureClass::Status(503))),
+            record(3, "d.png", 40, Err(FailureClass::Status(503))),
+            record(4, "e.png", 1, Err(FailureClass::Connect)),
             record(5, "z.png", 50, Ok("zebra")),
         ];
         let expected: Expected = [("a", "cat"), ("b.png", "wolf"), ("c", "x")]

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
 use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
 use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
-use iras_workload::{Config, ErrorKind, Expected, Image, Load};
+use iras_workload::{Config, Expected, FailureClass, Image, Load};
 use tokio::task::JoinHandle;
 
 /// A production web tier on an ephemeral loopback port, stopped on drop of `stop`.
@@ -351,7 +351,7 @@ async fn every_failure_is_counted_by_kind_with_its_reason() {
         by_name("e504.png").detail,
         "reason for e504.png; request id req-1234"
     );
-    assert_eq!(by_name("slow.png").kind, ErrorKind::Timeout);
+    assert_eq!(by_name("slow.png").kind, FailureClass::Timeout);
     assert!(
         s.latency_ms.unwrap().max < 500.0,
         "only answers count in latency"
@@ -378,7 +378,7 @@ async fn every_failure_is_counted_by_kind_with_its_reason() {
     let s = run(&config, &images).await;
     assert_eq!((s.sent, s.answered, s.failed), (2, 0, 2), "{}", s.table());
     assert!(
-        s.failures.iter().all(|f| f.kind == ErrorKind::Transport),
+        s.failures.iter().all(|f| f.kind == FailureClass::Transport),
         "{}",
         s.table()
     );
