@@ -368,30 +368,23 @@ struct Work {
     bytes: Vec<u8>,
     outcome: Outcome,
     timings: Timings,
-    started: Instant,
-    /// This is the queue's last receive of the message (see [`Attempt::is_last`]).
-    last_attempt: bool,
+    /// The receive this is, for what a failure to store or answer costs.
+    attempt: Attempt,
 }
 
 /// One receive of a request, for deciding what a failure that may pass costs: a
 /// redelivery, or on the queue's last receive an error answer (never silence until the
 /// client's timeout, and a result by id for it to find).
-struct Attempt<'a> {
-    request: &'a RequestMessage,
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
     receive_count: u32,
     queued_ms: u64,
     started: Instant,
 }
 
-impl<'a> Attempt<'a> {
-    fn new(
-        message: &ReceivedMessage,
-        request: &'a RequestMessage,
-        queued_ms: u64,
-        started: Instant,
-    ) -> Self {
+impl Attempt {
+    fn new(message: &ReceivedMessage, queued_ms: u64, started: Instant) -> Self {
         Self {
-            request,
             receive_count: message.receive_count,
             queued_ms,
             started,
@@ -404,19 +397,21 @@ impl<'a> Attempt<'a> {
     }
 
     /// After a failure that may pass (`doing` failed with `error`): leaves the message
-    /// for redelivery, or on the last receive answers with a `kind` error saying so.
+    /// for redelivery (`false`), or on the last receive answers `request` with a `kind`
+    /// error saying so (`true` once answered).
     async fn retry_or_give_up(
         &self,
         shared: &Shared,
+        request: &RequestMessage,
         kind: ErrorKind,
         doing: &str,
         error: String,
-    ) -> Step {
-        let id = self.request.id;
+    ) -> bool {
+        let id = request.id;
         if !self.is_last(shared) {
             tracing::warn!(%id, receives = self.receive_count, %error,
                 "cannot {doing} yet: will be redelivered");
-            return Step::Finished(false);
+            return false;
         }
         tracing::error!(%id, receives = self.receive_count, %error,
             "cannot {doing} on the last receive: answering with an error");
@@ -432,7 +427,7 @@ impl<'a> Attempt<'a> {
             total_ms: elapsed_ms(self.started),
             ..Timings::default()
         };
-        Step::Finished(respond(shared, self.request, outcome, timings).await)
+        respond(shared, request, outcome, timings).await
     }
 }
 
@@ -453,7 +448,7 @@ async fn classify_message(
     };
     let started = Instant::now();
     let queued_ms = now_ms().saturating_sub(request.submitted_at_ms);
-    let attempt = Attempt::new(message, &request, queued_ms, started);
+    let attempt = Attempt::new(message, queued_ms, started);
     let bytes = match image_bytes(shared, &request).await {
         Ok(bytes) => bytes,
         Err(Failure::Permanent(kind, msg)) => {
@@ -472,15 +467,16 @@ async fn classify_message(
             return (classifier, Step::Finished(answered));
         }
         Err(Failure::Transient(e)) => {
-            let step = attempt
+            let answered = attempt
                 .retry_or_give_up(
                     shared,
+                    &request,
                     ErrorKind::Unavailable,
                     "fetch the image",
                     e.to_string(),
                 )
                 .await;
-            return (classifier, step);
+            return (classifier, Step::Finished(answered));
         }
     };
     let Some(mut c) = classifier else {
@@ -497,15 +493,16 @@ async fn classify_message(
     let (bytes, probe) = match probed {
         Ok(pair) => pair,
         Err(e) => {
-            let step = attempt
+            let answered = attempt
                 .retry_or_give_up(
                     shared,
+                    &request,
                     ErrorKind::Internal,
                     "check the image header",
                     e.to_string(),
                 )
                 .await;
-            return (Some(c), step);
+            return (Some(c), Step::Finished(answered));
         }
     };
     let permit = match probe {
@@ -517,15 +514,16 @@ async fn classify_message(
         {
             Ok(permit) => Some(permit),
             Err(e) => {
-                let step = attempt
+                let answered = attempt
                     .retry_or_give_up(
                         shared,
+                        &request,
                         ErrorKind::Unavailable,
                         "find room to decode",
                         e.to_string(),
                     )
                     .await;
-                return (Some(c), step);
+                return (Some(c), Step::Finished(answered));
             }
         },
         // `classify` reports the same error below, as for any bad input.
@@ -564,15 +562,16 @@ async fn classify_message(
     let (c, bytes, result) = match joined {
         Ok(pair) => pair,
         Err(e) => {
-            let step = attempt
+            let answered = attempt
                 .retry_or_give_up(
                     shared,
+                    &request,
                     ErrorKind::Internal,
                     "classify (inference panicked)",
                     e.to_string(),
                 )
                 .await;
-            return (None, step);
+            return (None, Step::Finished(answered));
         }
     };
     let mut timings = Timings {
@@ -609,20 +608,24 @@ async fn classify_message(
             message: e.to_string(),
         },
         Err(e) => {
-            let step = attempt
-                .retry_or_give_up(shared, ErrorKind::Internal, "classify", e.to_string())
+            let answered = attempt
+                .retry_or_give_up(
+                    shared,
+                    &request,
+                    ErrorKind::Internal,
+                    "classify",
+                    e.to_string(),
+                )
                 .await;
-            return (Some(c), step);
+            return (Some(c), Step::Finished(answered));
         }
     };
-    let last_attempt = attempt.is_last(shared);
     let work = Work {
         request,
         bytes,
         outcome,
         timings,
-        started,
-        last_attempt,
+        attempt,
     };
     (Some(c), Step::Finish(Box::new(work)))
 }
@@ -634,27 +637,22 @@ async fn finish(shared: &Shared, work: Box<Work>) -> bool {
         bytes,
         outcome,
         mut timings,
-        started,
-        last_attempt,
+        attempt,
     } = *work;
     // Every image is kept, whatever became of it; the result only when there is a label.
     if let Err(e) = store(shared, &request, bytes, &outcome).await {
-        if !last_attempt {
-            tracing::warn!(id = %request.id, error = %e, "cannot write to the buckets: will be redelivered");
-            return false;
-        }
-        tracing::error!(id = %request.id, error = %e,
-            "cannot write to the buckets on the last receive: answering with an error");
-        let outcome = Outcome::Error {
-            kind: ErrorKind::Unavailable,
-            message: format!(
-                "gave up on the last attempt: could not store the image or its result: {e}"
-            ),
-        };
-        timings.total_ms = elapsed_ms(started);
-        return respond(shared, &request, outcome, timings).await;
+        let doing = "write to the buckets";
+        return attempt
+            .retry_or_give_up(
+                shared,
+                &request,
+                ErrorKind::Unavailable,
+                doing,
+                e.to_string(),
+            )
+            .await;
     }
-    timings.total_ms = elapsed_ms(started);
+    timings.total_ms = elapsed_ms(attempt.started);
     respond(shared, &request, outcome, timings).await
 }
 

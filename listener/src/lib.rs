@@ -199,7 +199,8 @@ pub struct ListenerArgs {
     /// Backend and state directory.
     #[command(flatten)]
     pub cloud: iras_cloud::CloudArgs,
-    /// Queue and bucket names (the listener uses the response queue).
+    /// Queue and bucket names (for provisioning; the queue polled is the one the web tier
+    /// names, its own reply queue or the response queue).
     #[command(flatten)]
     pub stack: iras_cloud::StackArgs,
     /// Queue and polling.
@@ -269,26 +270,34 @@ pub async fn run_standalone(
     args.stack.ensure(&cloud).await?;
     let sink: Arc<dyn ResultSink> = Arc::new(http.clone());
     tokio::pin!(shutdown);
+    // Between rounds that found the queue gone: the web tier may still name it for a
+    // moment while it restarts.
+    let mut again = Backoff::new(std::time::Duration::from_secs(5));
     loop {
         let name = tokio::select! {
             () = &mut shutdown => return Ok(()),
             asked = ask_reply_queue(&http) => asked?,
         };
-        let queue = match cloud.queue(&name).await {
-            Ok(queue) => queue,
-            // Named, then gone: the web tier is restarting. Ask it again.
-            Err(iras_cloud::CloudError::QueueNotFound { .. }) => {
-                tracing::info!(queue = %name, "the reply queue is gone: asking the web tier again");
-                continue;
+        let polled = match cloud.queue(&name).await {
+            Ok(queue) => {
+                again.reset();
+                poll(&args, queue, sink.clone(), &mut shutdown).await
             }
+            Err(iras_cloud::CloudError::QueueNotFound { .. }) => Polled::QueueGone,
             Err(e) => return Err(e.into()),
         };
-        match poll(&args, queue, sink.clone(), &mut shutdown).await {
+        match polled {
             Polled::Stopped => return Ok(()),
-            Polled::QueueGone => {
-                tracing::info!(queue = %name, "the reply queue is gone: asking the web tier again");
-            }
             Polled::Failed(e) => return Err(e),
+            Polled::QueueGone => {
+                let pause = again.next_pause();
+                tracing::info!(queue = %name, retry_in = ?pause,
+                    "the reply queue is gone: asking the web tier again");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
         }
     }
 }

@@ -154,9 +154,6 @@ pub struct WebConfig {
     pub key_scheme: KeyScheme,
     /// Finished results kept in memory.
     pub results_kept: usize,
-    /// The queue results come back on (named in every request): the stack's response
-    /// queue until [`crate::serve`] has opened this tier's own.
-    pub reply_to: String,
 }
 
 impl WebArgs {
@@ -186,7 +183,6 @@ impl WebArgs {
             top_k: http.top_k,
             key_scheme: http.key_scheme,
             results_kept: http.results_kept as usize,
-            reply_to: self.stack.response_queue.clone(),
         })
     }
 }

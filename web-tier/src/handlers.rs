@@ -254,7 +254,7 @@ async fn enqueue(
         id,
         file_name,
         bytes,
-        &state.config.reply_to,
+        &state.reply_to,
         submitted_at_ms,
         state.config.top_k,
         state.config.key_scheme,
@@ -406,7 +406,7 @@ pub(crate) async fn reply_queue(
         return refused;
     }
     Json(iras_listener::ReplyQueueReply {
-        reply_queue: state.config.reply_to.clone(),
+        reply_queue: state.reply_to.to_string(),
     })
     .into_response()
 }

@@ -82,6 +82,8 @@ pub struct AppState {
     pub input_bucket: Arc<dyn Bucket>,
     /// Where results are read from when they are no longer in memory.
     pub output_bucket: Arc<dyn Bucket>,
+    /// The queue results come back on, named in every request (see [`reply`]).
+    pub reply_to: Arc<str>,
     /// Requests waiting for results.
     pub waiters: Arc<waiters::Waiters>,
     /// Counters and histograms.
@@ -173,7 +175,7 @@ pub async fn serve(
     internal: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut config = args.validate()?;
+    let config = args.validate()?;
     let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
     args.stack.ensure(&cloud).await?;
     let reply = reply::ReplyQueue::open(
@@ -183,7 +185,6 @@ pub async fn serve(
         args.listener.web_id.as_deref(),
     )
     .await?;
-    config.reply_to = reply.name().to_owned();
     let outcome = serve_with(args, http, internal, shutdown, &cloud, config, &reply).await;
     // Also after a failure: nothing waits on the queue once serving has ended.
     reply.close(&cloud).await;
@@ -205,6 +206,7 @@ async fn serve_with(
         requests: cloud.queue(&args.stack.request_queue).await?,
         input_bucket: cloud.bucket(&args.stack.input_bucket).await?,
         output_bucket: cloud.bucket(&args.stack.output_bucket).await?,
+        reply_to: reply.name().into(),
         waiters: Arc::new(waiters::Waiters::new(
             config.max_waiting,
             config.results_kept,

@@ -206,7 +206,6 @@ impl Cloud {
     /// deletes at a clean stop. Idempotent: an existing `name` is kept (on AWS, given the
     /// template's attributes). Fails with [`CloudError::QueueNotFound`] without `template`.
     pub async fn create_queue_like(&self, template: &str, name: &str) -> Result<Arc<dyn Queue>> {
-        crate::queue::validate_queue_name(name)?;
         match &self.backend {
             CloudBackend::Local(c) => Ok(Arc::new(c.create_queue_like(template, name).await?)),
             #[cfg(feature = "aws")]
