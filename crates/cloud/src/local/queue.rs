@@ -276,12 +276,7 @@ impl LocalQueue {
     async fn insert(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>> {
         let queue = self.name.clone();
         let ids = self
-            .db
-            .with(&self.name, move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if !queue_exists(&tx, &queue)? {
-                    return Ok(None);
-                }
+            .in_live_queue(move |tx| {
                 let now = now_ms();
                 let mut ids = Vec::with_capacity(messages.len());
                 {
@@ -295,11 +290,9 @@ impl LocalQueue {
                         ids.push(id);
                     }
                 }
-                tx.commit()?;
-                Ok(Some(ids))
+                Ok(ids)
             })
-            .await?
-            .ok_or_else(|| self.gone())?;
+            .await?;
         doorbell::ring(&self.doorbells);
         Ok(ids)
     }
@@ -309,12 +302,7 @@ impl LocalQueue {
         let queue = self.name.clone();
         let redrive = self.config.redrive.clone();
         let picked = self
-            .db
-            .with(&self.name, move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if !queue_exists(&tx, &queue)? {
-                    return Ok(None);
-                }
+            .in_live_queue(move |tx| {
                 let now = now_ms();
                 let mut picked = Picked {
                     messages: Vec::new(),
@@ -392,11 +380,9 @@ impl LocalQueue {
                         )?
                         .query_row(params![queue, now], |r| r.get(0))?;
                 }
-                tx.commit()?;
-                Ok(Some(picked))
+                Ok(picked)
             })
-            .await?
-            .ok_or_else(|| self.gone())?;
+            .await?;
         if picked.dead_lettered
             && let Some(dir) = &self.dead_letter_doorbells
         {
@@ -423,6 +409,29 @@ impl LocalQueue {
                 Ok(out)
             })
             .await
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the blocking pool, committed when
+    /// `f` succeeds, once the queue is known to exist in that transaction: a handle outlives
+    /// a deleted queue, and sending to or receiving from one is
+    /// [`CloudError::QueueNotFound`], as on SQS.
+    async fn in_live_queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let queue = self.name.clone();
+        self.db
+            .with(&self.name, move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !queue_exists(&tx, &queue)? {
+                    return Ok(None);
+                }
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(Some(out))
+            })
+            .await?
+            .ok_or_else(|| self.gone())
     }
 
     /// The error for a queue deleted after this handle was made.
