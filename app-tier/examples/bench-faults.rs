@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
+
 use iras_protocol::{FileName, KeyScheme, Outcome, PlannedRequest, RequestId, ResponseMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
@@ -346,9 +347,7 @@ async fn bombs_via_the_web_tier(s: &Stack, bomb: &[u8]) -> Row {
 }
 
 async fn bombs_onto_the_queue(s: &Stack, bomb: &[u8]) -> Row {
-    let cloud = Cloud::connect(&CloudArgs::local(s.state.path()))
-        .await
-        .unwrap();
+    let cloud = Cloud::open_local(s.state.path()).await.unwrap();
     let replies = "iras-responses-web-bench";
     let replies = cloud
         .create_queue_like("iras-responses", replies)

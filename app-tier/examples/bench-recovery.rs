@@ -100,7 +100,7 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
     let started = Instant::now();
     let burst = {
         let uploads = uploads.to_vec();
-        tokio::spawn(async move { iras_workload::run(&config, &uploads).await })
+        tokio::spawn(async move { iras_workload::drive(&config, &uploads).await })
     };
     let output = state.path().join("buckets").join("iras-output");
     while count_files(&output) == 0 {

@@ -127,7 +127,7 @@ async fn stack_burst(url: &str, uploads: &[iras_workload::Image]) -> Duration {
     let mut config =
         iras_workload::Config::new(url, iras_workload::Load::Count(uploads.len() as u64)).unwrap();
     config.concurrency = NonZeroUsize::new(uploads.len()).unwrap_or(NonZeroUsize::MIN);
-    let summary = iras_workload::run(&config, uploads).await.unwrap();
+    let summary = iras_workload::drive(&config, uploads).await.unwrap();
     assert_eq!(
         summary.answered,
         uploads.len() as u64,

@@ -5,8 +5,9 @@
 //! - `app-tier classify FILE…` ([`classify`]): classify files on disk, printing
 //!   `file,label` lines as the course classifier did.
 //!
-//! Shared model options live in [`ModelArgs`]; the backend options come from
-//! [`iras_cloud::CloudArgs`].
+//! [`Cli`] is the command line and [`run`] runs it, as every iras binary does. Shared model
+//! options live in [`ModelArgs`]; the backend, stack and input-limit flags are the shared
+//! groups of `iras-cli`.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use iras_classifier::{Classifier, ClassifierOptions, ModelPack, paths};
+use iras_protocol::env;
 
 pub mod classify;
 pub mod worker;
@@ -46,45 +48,45 @@ pub enum Command {
 pub struct ServeArgs {
     /// Queues, buckets and backend.
     #[command(flatten)]
-    pub cloud: iras_cloud::CloudArgs,
+    pub cloud: iras_cli::CloudArgs,
     /// Model and inference.
     #[command(flatten)]
     pub model: ModelArgs,
     /// Queue and bucket names, and whether to create them.
     #[command(flatten)]
-    pub stack: iras_cloud::StackArgs,
+    pub stack: iras_cli::StackArgs,
     /// Worker loops, each with its own ONNX session. Default: the CPUs divided by
     /// `--threads` when that is set, else 1 (one session using every CPU).
-    #[arg(long, env = "IRAS_WORKERS")]
+    #[arg(long, env = env::IRAS_WORKERS)]
     pub workers: Option<NonZeroUsize>,
     /// Messages taken per receive (1–10). 1 spreads a burst across instances best; more
     /// saves queue calls when each instance has plenty to do.
-    #[arg(long, env = "IRAS_BATCH_SIZE", default_value_t = 1,
+    #[arg(long, env = env::IRAS_BATCH_SIZE, default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=10))]
     pub batch_size: u8,
     /// How long a received request stays hidden from other workers, in seconds; the
     /// heartbeat renews it every third of that while the request is worked on. Short, so a
     /// worker that dies hands its requests back within seconds.
-    #[arg(long, env = "IRAS_VISIBILITY_TIMEOUT_SECS", default_value_t = 10,
+    #[arg(long, env = env::IRAS_VISIBILITY_TIMEOUT_SECS, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(2..=43_200))]
     pub visibility_timeout_secs: u64,
     /// Longest a request may be worked on, in seconds: an inference still running then is
     /// given up (the request gets an `internal` error answer; the worker process ends, for
     /// its supervisor to restart), and no request is kept hidden longer.
-    #[arg(long, env = "IRAS_MAX_PROCESSING_SECS", default_value_t = 120,
+    #[arg(long, env = env::IRAS_MAX_PROCESSING_SECS, default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=43_200))]
     pub max_processing_secs: u64,
     /// Long-poll wait per receive, in seconds (SQS's maximum is 20).
-    #[arg(long, env = "IRAS_WAIT_SECS", default_value_t = 20,
+    #[arg(long, env = env::IRAS_WAIT_SECS, default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=20))]
     pub wait_secs: u64,
     /// Memory and concurrency of the decodes, shared by the worker loops.
     #[command(flatten)]
-    pub decode: iras_classifier::DecodeArgs,
+    pub decode: iras_cli::DecodeArgs,
     /// Names this worker in responses and logs. Default: the instance name the local fleet
     /// sets, else the EC2 instance id (from the instance metadata), else the host name and
     /// process id.
-    #[arg(long, env = "IRAS_INSTANCE_NAME")]
+    #[arg(long, env = env::IRAS_INSTANCE_NAME)]
     pub worker_id: Option<String>,
 }
 
@@ -93,18 +95,18 @@ pub struct ServeArgs {
 pub struct ModelArgs {
     /// Model pack directory (model.onnx + pack.toml + labels.txt). Default: the
     /// efficientnet-lite0 pack that `scripts/fetch-model` caches (~/.cache/iras/packs/).
-    #[arg(long = "model", env = paths::ENV_MODEL_DIR, value_name = "DIR")]
+    #[arg(long = "model", env = env::IRAS_MODEL_DIR, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
     /// ONNX Runtime shared library (libonnxruntime.so >= 1.31). Default: the one
     /// `scripts/fetch-model` caches (~/.cache/iras/onnxruntime/).
-    #[arg(long = "ort-lib", env = paths::ENV_ORT_DYLIB_PATH, value_name = "PATH")]
+    #[arg(long = "ort-lib", env = env::ORT_DYLIB_PATH, value_name = "PATH")]
     pub ort_library: Option<PathBuf>,
     /// ONNX Runtime intra-op threads. Default: the number of CPUs (one session per process).
     #[arg(long)]
     pub threads: Option<NonZeroUsize>,
     /// Input limits (the same flags and defaults as the web tier's).
     #[command(flatten)]
-    pub limits: iras_classifier::LimitArgs,
+    pub limits: iras_cli::LimitArgs,
 }
 
 impl ModelArgs {
@@ -125,17 +127,22 @@ impl ModelArgs {
     }
 }
 
-/// Runs a parsed command line; for `classify`, the exit code says whether every input was
-/// classified.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs a parsed command line until done or until `shutdown` resolves; for `classify`, the
+/// exit code says whether every input was classified.
+pub async fn run(
+    cli: Cli,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Classify(args) => {
+        // Inference is CPU work: off the async threads, like the worker's.
+        Command::Classify(args) => tokio::task::spawn_blocking(move || {
             let stdout = std::io::stdout();
             classify::run(&args, &mut stdout.lock())
-        }
+        })
+        .await
+        .context("classifying")?,
         Command::Serve(args) => {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(*args, iras_service::shutdown_signal()))?;
+            serve(*args, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -173,7 +180,7 @@ pub async fn serve(
         }
         started = startup => started.context("loading the model")??,
     };
-    let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
+    let cloud = args.cloud.connect().await?;
     args.stack.ensure(&cloud).await?;
     let instance_id = cloud.instance_id().await;
     let worker_id = args

@@ -1,12 +1,6 @@
-//! The `app-tier` binary: parses the command line and hands off to
-//! [`iras_app_tier::run`] (classification logic lives in the library).
+//! The `app-tier` binary: [`iras_service::main`] parses [`iras_app_tier::Cli`] and runs
+//! [`iras_app_tier::run`] (`serve` until Ctrl-C or SIGTERM, or `classify`).
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let cli = iras_app_tier::Cli::parse();
-    iras_service::init_tracing("warn");
-    iras_service::exit_code("app-tier", iras_app_tier::run(cli))
+fn main() -> std::process::ExitCode {
+    iras_service::main("warn", iras_app_tier::run)
 }

@@ -8,7 +8,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use iras_app_tier::{ModelArgs, ServeArgs};
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions, StackSpec};
+use iras_cli::CloudArgs;
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions, StackSpec};
 use iras_protocol::{
     ErrorKind, FileName, ImagePayload, KeyScheme, Outcome, PlannedRequest, RequestId,
     RequestMessage, ResponseMessage,
@@ -55,10 +56,10 @@ fn serve_args(state: &std::path::Path) -> ServeArgs {
             model_dir: None,
             ort_library: None,
             threads: NonZeroUsize::new(1),
-            limits: iras_classifier::LimitArgs::default(),
+            limits: iras_cli::LimitArgs::default(),
         },
-        stack: iras_cloud::StackArgs {
-            provision: iras_cloud::Provision::Never,
+        stack: iras_cli::StackArgs {
+            provision: iras_cli::Provision::Never,
             ..Default::default()
         },
         workers: None,
@@ -66,14 +67,14 @@ fn serve_args(state: &std::path::Path) -> ServeArgs {
         visibility_timeout_secs: 30,
         wait_secs: 1,
         max_processing_secs: 120,
-        decode: iras_classifier::DecodeArgs::default(),
+        decode: iras_cli::DecodeArgs::default(),
         worker_id: Some("app-tier-test".into()),
     }
 }
 
 /// A local stack with the worker's default queue and bucket names.
 async fn provisioned(state: &std::path::Path) -> Cloud {
-    let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
+    let cloud = Cloud::open_local(state).await.unwrap();
     cloud
         .provision(&StackSpec {
             request_queue: "iras-requests".into(),

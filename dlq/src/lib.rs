@@ -27,8 +27,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use iras_cli::CloudArgs;
 use iras_cloud::dead_letter::{self, Moved, Selection};
-use iras_cloud::{CloudArgs, Queue, ReceivedMessage};
+use iras_cloud::{Queue, ReceivedMessage};
+use iras_protocol::env;
 use iras_protocol::{ImagePayload, Outcome, RequestMessage, ResponseMessage};
 
 /// Command line of the `dlq` binary.
@@ -57,14 +59,14 @@ pub struct QueueArgs {
     /// sends messages back to it.
     #[arg(
         long,
-        env = "IRAS_DLQ_QUEUE",
+        env = env::IRAS_DLQ_QUEUE,
         default_value = "iras-requests",
         global = true
     )]
     pub queue: String,
     /// The dead-letter queue (name, or URL on AWS). Default: the source queue's name or
     /// URL plus `-dlq`, as the tiers provision it.
-    #[arg(long, env = "IRAS_DEAD_LETTER_QUEUE", global = true)]
+    #[arg(long, env = env::IRAS_DEAD_LETTER_QUEUE, global = true)]
     pub dead_letter_queue: Option<String>,
     /// Longest a command runs, in seconds (scanning a large queue takes a receive per ten
     /// messages).
@@ -140,17 +142,24 @@ impl Select {
     }
 }
 
-/// Runs the command on a fresh runtime, writing to stdout.
-pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new()?;
+/// Runs the command, writing to stdout, until it is done or `shutdown` resolves. A stop
+/// in the middle of a redrive costs at most a duplicate: a message sent back but not yet
+/// deleted from the dead-letter queue is still there, and is moved again by the next run.
+pub async fn run(
+    cli: Cli,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
-    runtime.block_on(run(cli, &mut stdout))
+    tokio::select! {
+        done = run_to(cli, &mut stdout) => done,
+        () = shutdown => anyhow::bail!("interrupted"),
+    }
 }
 
 /// Runs the command, writing what an operator reads to `out`. Exit code 1 when a redrive
 /// or purge left something undone (an id not found, a send or delete that failed).
-pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<ExitCode> {
-    let cloud = iras_cloud::Cloud::connect(&cli.cloud).await?;
+pub async fn run_to(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<ExitCode> {
+    let cloud = cli.cloud.connect().await?;
     let dlq_name = cli.queues.dead_letter();
     let dlq = cloud
         .queue(&dlq_name)

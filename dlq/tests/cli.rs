@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cloud::{BackendKind, Cloud, CloudArgs, OutgoingMessage, StackSpec};
+use iras_cli::CloudArgs;
+use iras_cloud::{BackendKind, Cloud, OutgoingMessage, StackSpec};
 use iras_dlq::Cli;
 use iras_protocol::{FileName, ImagePayload, KeyScheme, RequestId, RequestMessage};
 
@@ -46,7 +47,7 @@ impl Env {
             let argv = vec!["--state-dir".into(), state.path().display().to_string()];
             (args, argv, Some(state))
         };
-        let cloud = Cloud::connect(&args).await.unwrap();
+        let cloud = args.connect().await.unwrap();
         let id = format!("d{}", &uuid_simple()[..12]);
         let stack = StackSpec {
             request_queue: format!("{id}-req"),
@@ -74,7 +75,7 @@ impl Env {
         argv.extend(args.iter().map(|s| (*s).to_owned()));
         let cli = Cli::try_parse_from(argv)?;
         let mut out = Vec::new();
-        let code = iras_dlq::run(cli, &mut out).await?;
+        let code = iras_dlq::run_to(cli, &mut out).await?;
         Ok((code, String::from_utf8(out).unwrap()))
     }
 }

@@ -1,21 +1,6 @@
-//! The `listener` binary: parses the command line and hands off to
-//! [`iras_listener::run_standalone`].
+//! The `listener` binary: [`iras_service::main`] parses [`iras_listener::Cli`] and runs
+//! [`iras_listener::run`] until Ctrl-C or SIGTERM.
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let args = iras_listener::ListenerArgs::parse();
-    iras_service::init_tracing("info");
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| {
-            rt.block_on(iras_listener::run_standalone(
-                args,
-                iras_service::shutdown_signal(),
-            ))
-        })
-        .map(|()| ExitCode::SUCCESS);
-    iras_service::exit_code("listener", result)
+fn main() -> std::process::ExitCode {
+    iras_service::main("info", iras_listener::run)
 }

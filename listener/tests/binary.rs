@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, StackArgs};
+use iras_cloud::{Cloud, OutgoingMessage, StackSpec};
+use iras_protocol::internal::{DELIVERY_PATH, REPLY_QUEUE_PATH, ReplyQueueReply};
 use iras_protocol::{FileName, Outcome, RequestId, ResponseMessage, Timings};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -35,10 +36,8 @@ fn response(id: RequestId) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
     let state = tempfile::tempdir().unwrap();
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
-    cloud.provision(&StackArgs::default().spec()).await.unwrap();
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
+    cloud.provision(&StackSpec::default()).await.unwrap();
     // The web tier's own reply queue, as it makes one at start.
     let first = "iras-responses-web-first";
     let responses = cloud
@@ -63,18 +62,18 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
         let reply_queue = reply_queue.clone();
         axum::Router::new()
             .route(
-                iras_listener::REPLY_QUEUE_PATH,
+                REPLY_QUEUE_PATH,
                 axum::routing::get(move |headers: HeaderMap| {
                     let reply_queue = reply_queue.clone();
                     async move {
                         assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
                         let name = reply_queue.lock().unwrap().clone();
-                        axum::Json(iras_listener::ReplyQueueReply { reply_queue: name })
+                        axum::Json(ReplyQueueReply { reply_queue: name })
                     }
                 }),
             )
             .route(
-                iras_listener::DELIVERY_PATH,
+                DELIVERY_PATH,
                 axum::routing::post(move |headers: HeaderMap, body: String| {
                     let (got, calls) = (got.clone(), calls.clone());
                     async move {
@@ -188,12 +187,10 @@ fn refuses_a_delivery_address_off_this_machine_and_a_missing_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_the_web_tier_refuses_stops_the_listener_at_start() {
     let state = tempfile::tempdir().unwrap();
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
-    cloud.provision(&StackArgs::default().spec()).await.unwrap();
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
+    cloud.provision(&StackSpec::default()).await.unwrap();
     let app = axum::Router::new().route(
-        iras_listener::REPLY_QUEUE_PATH,
+        REPLY_QUEUE_PATH,
         axum::routing::get(|| async {
             (
                 StatusCode::UNAUTHORIZED,

@@ -8,74 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use iras_cloud::{BackendKind, CloudArgs, Ec2Launch, FleetSpec, LocalLaunch, StackArgs};
+use iras_cli::{CloudArgs, StackArgs};
+use iras_cloud::{BackendKind, Ec2Launch, FleetSpec, LocalLaunch};
+use iras_protocol::env;
 
+use crate::control::RunConfig;
 use crate::policy::{
     Bounds, DEFAULT_IN_DIVISOR, DEFAULT_MAX_INSTANCES, DEFAULT_OUT_DIVISOR,
     DEFAULT_SCALE_IN_SAMPLES, Policy, SeedConfig, TargetConfig,
 };
-use crate::run::RunConfig;
 use crate::simulate::{Arrivals, Scenario, Service};
-
-/// Environment variables of the scaler, in one place so the docs and the code agree.
-pub mod env {
-    /// `seed` or `target`.
-    pub const POLICY: &str = "IRAS_SCALER_POLICY";
-    /// Lower instance bound.
-    pub const MIN_INSTANCES: &str = "IRAS_SCALER_MIN_INSTANCES";
-    /// Upper instance bound.
-    pub const MAX_INSTANCES: &str = "IRAS_SCALER_MAX_INSTANCES";
-    /// Seed: scale-out divisor.
-    pub const OUT_DIVISOR: &str = "IRAS_SCALER_OUT_DIVISOR";
-    /// Seed: scale-in divisor.
-    pub const IN_DIVISOR: &str = "IRAS_SCALER_IN_DIVISOR";
-    /// Seed: tracker length K.
-    pub const SCALE_IN_SAMPLES: &str = "IRAS_SCALER_SCALE_IN_SAMPLES";
-    /// Target tracking: acceptable backlog per instance.
-    pub const BACKLOG_PER_INSTANCE: &str = "IRAS_SCALER_BACKLOG_PER_INSTANCE";
-    /// Target tracking: scale-out cooldown.
-    pub const SCALE_OUT_COOLDOWN_SECS: &str = "IRAS_SCALER_SCALE_OUT_COOLDOWN_SECS";
-    /// Target tracking: scale-in cooldown.
-    pub const SCALE_IN_COOLDOWN_SECS: &str = "IRAS_SCALER_SCALE_IN_COOLDOWN_SECS";
-    /// Poll interval.
-    pub const INTERVAL_SECS: &str = "IRAS_SCALER_INTERVAL_SECS";
-    /// Metrics address.
-    pub const METRICS_LISTEN: &str = "IRAS_SCALER_METRICS_LISTEN";
-    /// Terminate the fleet on exit.
-    pub const TERMINATE_ON_EXIT: &str = "IRAS_SCALER_TERMINATE_ON_EXIT";
-    /// Instance name prefix.
-    pub const NAME_PREFIX: &str = "IRAS_SCALER_NAME_PREFIX";
-    /// Stack name.
-    pub const STACK: &str = "IRAS_SCALER_STACK";
-    /// Extra tags, comma-separated `K=V`.
-    pub const TAGS: &str = "IRAS_SCALER_TAGS";
-    /// Local fleet: the app-tier binary.
-    pub const APP_TIER_BIN: &str = "IRAS_SCALER_APP_TIER_BIN";
-    /// Local fleet: SIGTERM → SIGKILL grace.
-    pub const GRACE_SECS: &str = "IRAS_SCALER_GRACE_SECS";
-    /// EC2: AMI id.
-    pub const AMI: &str = "IRAS_SCALER_AMI";
-    /// EC2: instance types, comma-separated, preferred first.
-    pub const INSTANCE_TYPE: &str = "IRAS_SCALER_INSTANCE_TYPE";
-    /// EC2: security groups, comma-separated.
-    pub const SECURITY_GROUPS: &str = "IRAS_SCALER_SECURITY_GROUPS";
-    /// EC2: subnets, comma-separated, preferred first.
-    pub const SUBNET: &str = "IRAS_SCALER_SUBNET";
-    /// EC2: instance profile.
-    pub const INSTANCE_PROFILE: &str = "IRAS_SCALER_INSTANCE_PROFILE";
-    /// EC2: key pair.
-    pub const KEY_NAME: &str = "IRAS_SCALER_KEY_NAME";
-    /// EC2: user-data file.
-    pub const USER_DATA_FILE: &str = "IRAS_SCALER_USER_DATA_FILE";
-    /// EC2: the AMI's root device name.
-    pub const ROOT_DEVICE_NAME: &str = "IRAS_SCALER_ROOT_DEVICE_NAME";
-    /// EC2: root volume size in GiB.
-    pub const ROOT_VOLUME_GIB: &str = "IRAS_SCALER_ROOT_VOLUME_GIB";
-    /// Seconds an instance may stay pending before it is replaced.
-    pub const READY_GRACE_SECS: &str = "IRAS_SCALER_READY_GRACE_SECS";
-    /// First pause of launches after a launch stopped short.
-    pub const LAUNCH_BACKOFF_SECS: &str = "IRAS_SCALER_LAUNCH_BACKOFF_SECS";
-}
 
 /// Command line of the `scaler` binary.
 #[derive(Debug, Parser)]
@@ -112,33 +54,33 @@ pub enum PolicyKind {
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// Scaling policy: `seed` (the seed's, kept exactly) or `target` (backlog per instance).
-    #[arg(long, env = env::POLICY, value_enum, default_value_t = PolicyKind::Seed)]
+    #[arg(long, env = env::IRAS_SCALER_POLICY, value_enum, default_value_t = PolicyKind::Seed)]
     pub policy: PolicyKind,
     /// Never fewer app-tier instances than this.
-    #[arg(long, env = env::MIN_INSTANCES, default_value_t = 0)]
+    #[arg(long, env = env::IRAS_SCALER_MIN_INSTANCES, default_value_t = 0)]
     pub min_instances: u32,
     /// Never more app-tier instances than this (the seed's 20-instance limit minus the
     /// web tier).
-    #[arg(long, env = env::MAX_INSTANCES, default_value_t = DEFAULT_MAX_INSTANCES)]
+    #[arg(long, env = env::IRAS_SCALER_MAX_INSTANCES, default_value_t = DEFAULT_MAX_INSTANCES)]
     pub max_instances: u32,
     /// Seed: scale out to ceil(depth / this).
-    #[arg(long, env = env::OUT_DIVISOR, default_value_t = NonZeroU64::new(DEFAULT_OUT_DIVISOR).unwrap_or(NonZeroU64::MIN))]
+    #[arg(long, env = env::IRAS_SCALER_OUT_DIVISOR, default_value_t = NonZeroU64::new(DEFAULT_OUT_DIVISOR).unwrap_or(NonZeroU64::MIN))]
     pub out_divisor: NonZeroU64,
     /// Seed: scale in towards ceil(depth / this).
-    #[arg(long, env = env::IN_DIVISOR, default_value_t = NonZeroU64::new(DEFAULT_IN_DIVISOR).unwrap_or(NonZeroU64::MIN))]
+    #[arg(long, env = env::IRAS_SCALER_IN_DIVISOR, default_value_t = NonZeroU64::new(DEFAULT_IN_DIVISOR).unwrap_or(NonZeroU64::MIN))]
     pub in_divisor: NonZeroU64,
     /// Seed: consecutive agreeing samples (K) before a scale-in.
-    #[arg(long, env = env::SCALE_IN_SAMPLES,
+    #[arg(long, env = env::IRAS_SCALER_SCALE_IN_SAMPLES,
           default_value_t = NonZeroUsize::new(DEFAULT_SCALE_IN_SAMPLES).unwrap_or(NonZeroUsize::MIN))]
     pub scale_in_samples: NonZeroUsize,
     /// Target tracking: acceptable queued requests per instance.
-    #[arg(long, env = env::BACKLOG_PER_INSTANCE, default_value_t = NonZeroU64::new(5).unwrap_or(NonZeroU64::MIN))]
+    #[arg(long, env = env::IRAS_SCALER_BACKLOG_PER_INSTANCE, default_value_t = NonZeroU64::new(5).unwrap_or(NonZeroU64::MIN))]
     pub backlog_per_instance: NonZeroU64,
     /// Target tracking: seconds after a scale-out before the next scale-out.
-    #[arg(long, env = env::SCALE_OUT_COOLDOWN_SECS, default_value_t = 30)]
+    #[arg(long, env = env::IRAS_SCALER_SCALE_OUT_COOLDOWN_SECS, default_value_t = 30)]
     pub scale_out_cooldown_secs: u64,
     /// Target tracking: seconds after any scaling action before a scale-in.
-    #[arg(long, env = env::SCALE_IN_COOLDOWN_SECS, default_value_t = 120)]
+    #[arg(long, env = env::IRAS_SCALER_SCALE_IN_COOLDOWN_SECS, default_value_t = 120)]
     pub scale_in_cooldown_secs: u64,
 }
 
@@ -233,23 +175,23 @@ pub struct RunArgs {
     #[command(flatten)]
     pub fleet: FleetArgs,
     /// Seconds between polls (the seed polled every ~10 s).
-    #[arg(long, env = env::INTERVAL_SECS, default_value_t = 10.0)]
+    #[arg(long, env = env::IRAS_SCALER_INTERVAL_SECS, default_value_t = 10.0)]
     pub interval_secs: f64,
     /// Serve Prometheus metrics on `http://ADDR/metrics` (e.g. 127.0.0.1:9102).
-    #[arg(long, env = env::METRICS_LISTEN)]
+    #[arg(long, env = env::IRAS_SCALER_METRICS_LISTEN)]
     pub metrics_listen: Option<SocketAddr>,
     /// On shutdown, terminate every instance of the fleet (default: leave them serving).
-    #[arg(long, env = env::TERMINATE_ON_EXIT)]
+    #[arg(long, env = env::IRAS_SCALER_TERMINATE_ON_EXIT)]
     pub terminate_on_exit: bool,
     /// Seconds an instance may stay pending (launched, its app tier not yet reporting
     /// ready after loading the model and a self-test) before it is taken for broken,
     /// terminated and replaced.
-    #[arg(long, env = env::READY_GRACE_SECS, default_value_t = crate::run::DEFAULT_READY_GRACE.as_secs(),
+    #[arg(long, env = env::IRAS_SCALER_READY_GRACE_SECS, default_value_t = crate::control::DEFAULT_READY_GRACE.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ready_grace_secs: u64,
     /// Seconds launches pause after one stopped short (quota, no capacity, a never-ready
     /// instance, any EC2 refusal); doubles on each further shortfall, up to 600 s.
-    #[arg(long, env = env::LAUNCH_BACKOFF_SECS, default_value_t = crate::run::DEFAULT_LAUNCH_BACKOFF.as_secs())]
+    #[arg(long, env = env::IRAS_SCALER_LAUNCH_BACKOFF_SECS, default_value_t = crate::control::DEFAULT_LAUNCH_BACKOFF.as_secs())]
     pub launch_backoff_secs: u64,
 }
 
@@ -257,53 +199,53 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {
     /// Instance names are this prefix plus the lowest free number.
-    #[arg(long, env = env::NAME_PREFIX, default_value = "app-tier-")]
+    #[arg(long, env = env::IRAS_SCALER_NAME_PREFIX, default_value = "app-tier-")]
     pub name_prefix: String,
     /// The stack the instances belong to (EC2 tag `iras:stack`; local record directory).
-    #[arg(long = "stack-name", env = env::STACK, default_value = "iras")]
+    #[arg(long = "stack-name", env = env::IRAS_SCALER_STACK, default_value = "iras")]
     pub stack: String,
     /// Extra tag for every instance, `KEY=VALUE`; repeatable (the seed used `Type=apptier`).
-    #[arg(long = "tag", env = env::TAGS, value_delimiter = ',', value_parser = parse_tag)]
+    #[arg(long = "tag", env = env::IRAS_SCALER_TAGS, value_delimiter = ',', value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
     /// Local fleet: the app-tier binary. Default: `app-tier` next to this executable.
-    #[arg(long, env = env::APP_TIER_BIN)]
+    #[arg(long, env = env::IRAS_SCALER_APP_TIER_BIN)]
     pub app_tier_bin: Option<PathBuf>,
     /// Local fleet: seconds a terminated app tier may drain after SIGTERM before SIGKILL.
-    #[arg(long, env = env::GRACE_SECS, default_value_t = 60)]
+    #[arg(long, env = env::IRAS_SCALER_GRACE_SECS, default_value_t = 60)]
     pub grace_secs: u64,
     /// EC2: the app-tier AMI (required with `--backend aws`).
-    #[arg(long, env = env::AMI)]
+    #[arg(long, env = env::IRAS_SCALER_AMI)]
     pub ami: Option<String>,
     /// EC2: instance type; repeatable or comma-separated, preferred first (the next is
     /// tried when EC2 has no capacity for one).
-    #[arg(long, env = env::INSTANCE_TYPE, value_delimiter = ',', default_value = "t3.micro")]
+    #[arg(long, env = env::IRAS_SCALER_INSTANCE_TYPE, value_delimiter = ',', default_value = "t3.micro")]
     pub instance_type: Vec<String>,
     /// EC2: security group id; repeatable.
-    #[arg(long = "security-group", env = env::SECURITY_GROUPS, value_delimiter = ',')]
+    #[arg(long = "security-group", env = env::IRAS_SCALER_SECURITY_GROUPS, value_delimiter = ',')]
     pub security_groups: Vec<String>,
     /// EC2: subnet id; repeatable or comma-separated, preferred first (one per zone
     /// spreads the fleet and gives a launch somewhere to go when a zone is full).
     /// Default: the default VPC's default subnet.
-    #[arg(long, env = env::SUBNET, value_delimiter = ',')]
+    #[arg(long, env = env::IRAS_SCALER_SUBNET, value_delimiter = ',')]
     pub subnet: Vec<String>,
     /// EC2: instance profile name or ARN giving the app tier its queue and bucket rights.
-    #[arg(long, env = env::INSTANCE_PROFILE)]
+    #[arg(long, env = env::IRAS_SCALER_INSTANCE_PROFILE)]
     pub instance_profile: Option<String>,
     /// EC2: key pair name, for debugging.
-    #[arg(long, env = env::KEY_NAME)]
+    #[arg(long, env = env::IRAS_SCALER_KEY_NAME)]
     pub key_name: Option<String>,
     /// EC2: cloud-init user-data file.
-    #[arg(long, env = env::USER_DATA_FILE)]
+    #[arg(long, env = env::IRAS_SCALER_USER_DATA_FILE)]
     pub user_data_file: Option<PathBuf>,
     /// EC2: device name of the AMI's root volume (e.g. `/dev/sda1` on Ubuntu, `/dev/xvda` on
     /// Amazon Linux). Every instance gets an encrypted gp3 root volume on this device, so it
     /// must be the AMI's own. Default: asked from EC2 (`DescribeImages`) on the first
     /// launch; set it when the scaler's role may not describe images.
-    #[arg(long, env = env::ROOT_DEVICE_NAME)]
+    #[arg(long, env = env::IRAS_SCALER_ROOT_DEVICE_NAME)]
     pub root_device_name: Option<String>,
     /// EC2: size of each instance's root volume in GiB (1 to 16384, at least the AMI's
     /// snapshot size). Default: the AMI's snapshot size.
-    #[arg(long, env = env::ROOT_VOLUME_GIB,
+    #[arg(long, env = env::IRAS_SCALER_ROOT_VOLUME_GIB,
           value_parser = clap::value_parser!(i32).range(1..=i64::from(iras_cloud::spec::MAX_GP3_VOLUME_GIB)))]
     pub root_volume_gib: Option<i32>,
     /// Local fleet: arguments passed to `app-tier serve` after `--`.
@@ -353,27 +295,12 @@ impl RunArgs {
             args.extend(f.app_tier_args.iter().cloned());
             // The app tier must see the scaler's stack whether it came from flags or env.
             let env = [
-                (iras_cloud::env::IRAS_BACKEND, "local".to_owned()),
-                (
-                    iras_cloud::env::IRAS_STATE_DIR,
-                    state_dir.display().to_string(),
-                ),
-                (
-                    iras_cloud::env::IRAS_REQUEST_QUEUE,
-                    self.stack.request_queue.clone(),
-                ),
-                (
-                    iras_cloud::env::IRAS_RESPONSE_QUEUE,
-                    self.stack.response_queue.clone(),
-                ),
-                (
-                    iras_cloud::env::IRAS_INPUT_BUCKET,
-                    self.stack.input_bucket.clone(),
-                ),
-                (
-                    iras_cloud::env::IRAS_OUTPUT_BUCKET,
-                    self.stack.output_bucket.clone(),
-                ),
+                (env::IRAS_BACKEND, "local".to_owned()),
+                (env::IRAS_STATE_DIR, state_dir.display().to_string()),
+                (env::IRAS_REQUEST_QUEUE, self.stack.request_queue.clone()),
+                (env::IRAS_RESPONSE_QUEUE, self.stack.response_queue.clone()),
+                (env::IRAS_INPUT_BUCKET, self.stack.input_bucket.clone()),
+                (env::IRAS_OUTPUT_BUCKET, self.stack.output_bucket.clone()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))

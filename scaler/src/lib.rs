@@ -4,7 +4,7 @@
 //! - [`policy`]: the decisions, as pure functions of (queue depth, active instances,
 //!   remembered state, `now`): the seed's policy (the default, kept exactly) and
 //!   backlog-per-instance target tracking.
-//! - [`run`]: the control loop (`scaler run`) over an [`iras_cloud::Fleet`] (EC2 or local
+//! - [`control`]: the control loop (`scaler run`) over an [`iras_cloud::Fleet`] (EC2 or local
 //!   processes), with structured logs of every decision and Prometheus metrics.
 //! - [`simulate`]: a discrete-event simulator (`scaler simulate`) that drives the same
 //!   decision functions and writes a CSV, an SVG plot and a Markdown summary.
@@ -41,60 +41,66 @@
 //! local backend starts `app-tier serve` (the binary next to the scaler, or
 //! `--app-tier-bin`) with the arguments after `--`, passing it the backend, state
 //! directory, queue and bucket names through `IRAS_*` variables. Every flag has an
-//! `IRAS_SCALER_*` variable (see [`config::env`]); the policy defaults are the seed's:
+//! `IRAS_SCALER_*` variable (`iras_protocol::env`); the policy defaults are the seed's:
 //! `--out-divisor 2 --in-divisor 10 --scale-in-samples 5 --min-instances 0
 //! --max-instances 19 --interval-secs 10`. On SIGTERM or Ctrl-C the loop stops deciding
 //! and leaves the fleet serving, unless `--terminate-on-exit` is given.
 
+use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 pub mod config;
+pub mod control;
 pub mod policy;
-pub mod run;
 pub mod simulate;
 
 pub use config::{Cli, Command};
-pub use run::{RunConfig, run};
+pub use control::RunConfig;
 
-/// Runs a parsed command line.
-pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs a parsed command line: `scaler run` until `shutdown` resolves, or `scaler simulate`
+/// to the end.
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             let config = args.config()?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
-                args.stack.ensure(&cloud).await?;
-                run(config, cloud, iras_service::shutdown_signal()).await
-            })?;
+            let cloud = args.cloud.connect().await?;
+            args.stack.ensure(&cloud).await?;
+            control::run(config, cloud, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate(args) => {
-            let (scenario, policies) = args.scenario()?;
-            let started = std::time::Instant::now();
-            let outcomes = simulate::compare(&scenario, &policies)?;
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                requests = outcomes.first().map_or(0, |o| o.requests),
-                "simulated"
-            );
-            simulate::write_csv_file(&args.csv, &outcomes)?;
-            simulate::write_svg(&args.svg, &outcomes)?;
-            let mut stdout = std::io::stdout().lock();
-            write!(stdout, "{}", simulate::summary_markdown(&outcomes))
-                .and_then(|()| {
-                    writeln!(
-                        stdout,
-                        "\nwrote {} and {}",
-                        args.csv.display(),
-                        args.svg.display()
-                    )
-                })
-                .context("writing the summary")?;
-            Ok(ExitCode::SUCCESS)
-        }
+        // A simulation is CPU work from start to end: off the async threads.
+        Command::Simulate(args) => tokio::task::spawn_blocking(move || simulate_and_report(&args))
+            .await
+            .context("simulating")?,
     }
+}
+
+/// `scaler simulate`: runs the scenario under every policy, writes the CSV and the SVG, and
+/// prints the summary.
+fn simulate_and_report(args: &config::SimulateArgs) -> anyhow::Result<ExitCode> {
+    let (scenario, policies) = args.scenario()?;
+    let started = std::time::Instant::now();
+    let outcomes = simulate::compare(&scenario, &policies)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        requests = outcomes.first().map_or(0, |o| o.requests),
+        "simulated"
+    );
+    simulate::write_csv_file(&args.csv, &outcomes)?;
+    simulate::write_svg(&args.svg, &outcomes)?;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", simulate::summary_markdown(&outcomes))
+        .and_then(|()| {
+            writeln!(
+                stdout,
+                "\nwrote {} and {}",
+                args.csv.display(),
+                args.svg.display()
+            )
+        })
+        .context("writing the summary")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,6 @@
-//! The `scaler` binary: parses the command line and hands off to [`iras_scaler::main`]
-//! (the control loop and the simulator live in the library).
+//! The `scaler` binary: [`iras_service::main`] parses [`iras_scaler::Cli`] and runs
+//! [`iras_scaler::run`] (`scaler run` until Ctrl-C or SIGTERM, or `scaler simulate`).
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let cli = iras_scaler::Cli::parse();
-    iras_service::init_tracing("info");
-    iras_service::exit_code("scaler", iras_scaler::main(cli))
+fn main() -> std::process::ExitCode {
+    iras_service::main("info", iras_scaler::run)
 }

@@ -1,5 +1,5 @@
 //! Scaling decisions as pure functions: no I/O and no clock reads (the caller passes `now`),
-//! so the control loop ([`crate::run`]), the simulator ([`crate::simulate`]) and the tests
+//! so the control loop ([`crate::control`]), the simulator ([`crate::simulate`]) and the tests
 //! all drive the very same code.
 //!
 //! Two policies:

@@ -7,10 +7,8 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iras_cloud::{
-    Cloud, CloudArgs, Fleet, FleetSpec, LocalLaunch, OutgoingMessage, Queue, ReceiveOptions,
-    StackArgs,
-};
+use iras_cli::StackArgs;
+use iras_cloud::{Cloud, Fleet, FleetSpec, LocalLaunch, OutgoingMessage, Queue, ReceiveOptions};
 use iras_scaler::RunConfig;
 use iras_scaler::policy::{Bounds, Policy, SeedConfig};
 
@@ -31,7 +29,7 @@ async fn stack(max: u32) -> Stack {
 /// A stack whose stand-in app tier runs `script` (`sh -c`).
 async fn stack_running(max: u32, script: &str) -> Stack {
     let dir = tempfile::tempdir().unwrap();
-    let cloud = Cloud::connect(&CloudArgs::local(dir.path())).await.unwrap();
+    let cloud = Cloud::open_local(dir.path()).await.unwrap();
     let stack_args = StackArgs::default();
     stack_args.ensure(&cloud).await.unwrap();
     let queue = cloud.queue(&stack_args.request_queue).await.unwrap();
@@ -59,8 +57,8 @@ async fn stack_running(max: u32, script: &str) -> Stack {
         interval: INTERVAL,
         metrics_listen: None,
         terminate_on_exit: true,
-        ready_grace: iras_scaler::run::DEFAULT_READY_GRACE,
-        launch_backoff: iras_scaler::run::DEFAULT_LAUNCH_BACKOFF,
+        ready_grace: iras_scaler::control::DEFAULT_READY_GRACE,
+        launch_backoff: iras_scaler::control::DEFAULT_LAUNCH_BACKOFF,
     };
     Stack {
         _dir: dir,
@@ -138,9 +136,13 @@ async fn a_burst_of_100_scales_out_to_50_and_back_to_min() {
     let s = stack(60).await;
     send(s.queue.as_ref(), 100).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scaler = tokio::spawn(iras_scaler::run(s.config.clone(), s.cloud.clone(), async {
-        let _ = stopped.await;
-    }));
+    let scaler = tokio::spawn(iras_scaler::control::run(
+        s.config.clone(),
+        s.cloud.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let most = wait_for_active(s.fleet.as_ref(), 50, Duration::from_secs(20)).await;
     assert!(most <= 50, "{most} instances for a depth of 100");
@@ -178,9 +180,13 @@ async fn never_exceeds_max_and_terminates_on_exit() {
     let s = stack(19).await;
     send(s.queue.as_ref(), 100).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scaler = tokio::spawn(iras_scaler::run(s.config.clone(), s.cloud.clone(), async {
-        let _ = stopped.await;
-    }));
+    let scaler = tokio::spawn(iras_scaler::control::run(
+        s.config.clone(),
+        s.cloud.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     wait_for_active(s.fleet.as_ref(), 19, Duration::from_secs(20)).await;
     // Watch a few scale-in cycles of the seed at a depth nobody drains.
     let deadline = tokio::time::Instant::now() + INTERVAL * 14;
@@ -229,7 +235,7 @@ async fn metrics_are_served() {
         ..s.config.clone()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scaler = tokio::spawn(iras_scaler::run(config, s.cloud.clone(), async {
+    let scaler = tokio::spawn(iras_scaler::control::run(config, s.cloud.clone(), async {
         let _ = stopped.await;
     }));
     let body = tokio::time::timeout(Duration::from_secs(10), async {
@@ -267,13 +273,13 @@ async fn an_instance_that_never_becomes_ready_is_replaced() {
     s.config.ready_grace = Duration::from_secs(1);
     s.config.launch_backoff = Duration::from_secs(1);
     send(s.queue.as_ref(), 4).await;
-    let metrics = iras_scaler::run::Metrics::new();
-    let mut state = iras_scaler::run::LoopState::new(&s.config);
+    let metrics = iras_scaler::control::Metrics::new();
+    let mut state = iras_scaler::control::LoopState::new(&s.config);
     let started = tokio::time::Instant::now();
     let mut names_launched = std::collections::BTreeSet::new();
     let mut terminated_ids = std::collections::BTreeSet::new();
     while started.elapsed() < Duration::from_secs(15) {
-        iras_scaler::run::run_once(
+        iras_scaler::control::run_once(
             &s.config,
             s.queue.as_ref(),
             s.fleet.as_ref(),

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use iras_listener::{ListenerOptions, Token};
-use iras_protocol::KeyScheme;
+use iras_protocol::internal::Token;
+use iras_protocol::{KeyScheme, env};
 
 use crate::reply::ReplyQueueMode;
 
@@ -16,13 +16,13 @@ use crate::reply::ReplyQueueMode;
     version = iras_cloud::version_with_backends!(),
     about = "iras web tier: POST an image, get its label"
 )]
-pub struct WebArgs {
+pub struct Cli {
     /// Backend and state directory.
     #[command(flatten)]
-    pub cloud: iras_cloud::CloudArgs,
+    pub cloud: iras_cli::CloudArgs,
     /// Queue and bucket names, and whether to create them.
     #[command(flatten)]
-    pub stack: iras_cloud::StackArgs,
+    pub stack: iras_cli::StackArgs,
     /// HTTP options.
     #[command(flatten)]
     pub http: HttpArgs,
@@ -36,53 +36,53 @@ pub struct WebArgs {
 pub struct HttpArgs {
     /// Address and port to serve on. Use `0.0.0.0:PORT` to accept requests from other
     /// machines (as on the web instance).
-    #[arg(long, env = "IRAS_LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = env::IRAS_LISTEN, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
     /// How long a request waits for its result, in seconds, before a 504 that carries the
     /// request id (the result can then be fetched from `/results/{id}`). Cover a cold
     /// scale-out: on EC2 new instances take about a minute to boot.
-    #[arg(long, env = "IRAS_REQUEST_TIMEOUT_SECS", default_value_t = 180,
+    #[arg(long, env = env::IRAS_REQUEST_TIMEOUT_SECS, default_value_t = 180,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
     /// Most requests waiting for a result at once; beyond it uploads get 503 with
     /// Retry-After.
-    #[arg(long, env = "IRAS_MAX_WAITING", default_value_t = 1024,
+    #[arg(long, env = env::IRAS_MAX_WAITING, default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_waiting: u32,
     /// How long a client may take to send a request's headers, in seconds; a connection
     /// that has not sent them in time is closed (slowloris).
-    #[arg(long, env = "IRAS_HEADER_TIMEOUT_SECS", default_value_t = 10,
+    #[arg(long, env = env::IRAS_HEADER_TIMEOUT_SECS, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub header_timeout_secs: u64,
     /// How long a client may take to send an upload's body, in seconds, before a 408. Cover
     /// the largest upload on the slowest link you serve (10 MiB at 2 Mbit/s is 42 s).
-    #[arg(long, env = "IRAS_BODY_TIMEOUT_SECS", default_value_t = 60,
+    #[arg(long, env = env::IRAS_BODY_TIMEOUT_SECS, default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
     /// Most client connections open at once; beyond it new connections wait in the
     /// kernel's accept queue until one closes. Keep it below the process's file-descriptor
     /// limit (`LimitNOFILE` in the systemd unit).
-    #[arg(long, env = "IRAS_MAX_CONNECTIONS", default_value_t = 4096,
+    #[arg(long, env = env::IRAS_MAX_CONNECTIONS, default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
     /// Input limits (the same flags and defaults as the app tier's).
     #[command(flatten)]
-    pub limits: iras_classifier::LimitArgs,
+    pub limits: iras_cli::LimitArgs,
     /// Memory and concurrency of the validating decodes.
     #[command(flatten)]
-    pub decode: iras_classifier::DecodeArgs,
+    pub decode: iras_cli::DecodeArgs,
     /// Predictions per result returned in JSON answers (1–20).
-    #[arg(long, env = "IRAS_TOP_K", default_value_t = 5,
+    #[arg(long, env = env::IRAS_TOP_K, default_value_t = 5,
           value_parser = clap::value_parser!(u8).range(1..=20))]
     pub top_k: u8,
     /// Object keys in the buckets: `file-name` (the seed's layout: `test_0.JPEG` and
     /// `test_0`) or `request-id` (`<id>/test_0.JPEG` and `<id>`, for uploads whose names
     /// collide).
-    #[arg(long, env = "IRAS_KEY_SCHEME", default_value = "file-name")]
+    #[arg(long, env = env::IRAS_KEY_SCHEME, default_value = "file-name")]
     pub key_scheme: KeyScheme,
     /// Finished results kept in memory for `GET /results/{id}` (older ones are read from
     /// the output bucket).
-    #[arg(long, env = "IRAS_RESULTS_KEPT", default_value_t = 100_000,
+    #[arg(long, env = env::IRAS_RESULTS_KEPT, default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub results_kept: u32,
 }
@@ -101,16 +101,16 @@ pub enum ListenerMode {
 pub struct ListenerArgs {
     /// `embedded` runs the listener in this process; `external` expects the standalone
     /// `listener` binary to post results to `--internal-listen`.
-    #[arg(long = "listener", env = "IRAS_LISTENER", value_enum, default_value_t = ListenerMode::Embedded)]
+    #[arg(long = "listener", env = env::IRAS_LISTENER, value_enum, default_value_t = ListenerMode::Embedded)]
     pub mode: ListenerMode,
     /// With `--listener external`: loopback address the listener delivers results to.
-    #[arg(long, env = "IRAS_INTERNAL_LISTEN", default_value = "127.0.0.1:8001")]
+    #[arg(long, env = env::IRAS_INTERNAL_LISTEN, default_value = "127.0.0.1:8001")]
     pub internal_listen: SocketAddr,
     /// With `--listener external`: the shared secret the listener presents (at least 32
     /// bytes; give it through the environment so it stays out of `ps`).
     #[arg(
         long = "listener-token",
-        env = "IRAS_LISTENER_TOKEN",
+        env = env::IRAS_LISTENER_TOKEN,
         hide_env_values = true
     )]
     pub token: Option<Token>,
@@ -118,17 +118,17 @@ pub struct ListenerArgs {
     /// `<response-queue>-web-<id>`, shaped like the response queue, and deletes at a clean
     /// stop; several web tiers can serve one stack) or `shared` (the stack's response
     /// queue itself: only for a stack with exactly one web tier).
-    #[arg(long = "reply-queue", env = "IRAS_REPLY_QUEUE", value_enum,
+    #[arg(long = "reply-queue", env = env::IRAS_REPLY_QUEUE, value_enum,
           default_value_t = ReplyQueueMode::Own)]
     pub reply_queue: ReplyQueueMode,
     /// With `--reply-queue own`: the `<id>` in the queue's name (letters, digits, `-`, `_`;
     /// at most 40). Default: the instance id, if any, and 8 random hex digits, fresh at
     /// every start.
-    #[arg(long, env = "IRAS_WEB_ID", value_parser = crate::reply::parse_web_id)]
+    #[arg(long, env = env::IRAS_WEB_ID, value_parser = crate::reply::parse_web_id)]
     pub web_id: Option<String>,
     /// Polling of the embedded listener.
     #[command(flatten)]
-    pub options: ListenerOptions,
+    pub polling: iras_cli::ListenerPolling,
 }
 
 /// Settings the request handlers use, checked at startup.
@@ -156,7 +156,7 @@ pub struct WebConfig {
     pub results_kept: usize,
 }
 
-impl WebArgs {
+impl Cli {
     /// Checks the combinations clap cannot: an external listener needs a token and a
     /// loopback internal address.
     pub fn validate(&self) -> anyhow::Result<WebConfig> {

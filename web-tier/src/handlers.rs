@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iras_cloud::OutgoingMessage;
-use iras_listener::{DeliveryReply, Token};
+use iras_protocol::internal::{DeliveryReply, Token};
 use iras_protocol::{FileName, Outcome, PlannedRequest, RequestId, ResponseMessage};
 use tracing::Instrument;
 
@@ -405,7 +405,7 @@ pub(crate) async fn reply_queue(
     if let Some(refused) = refuse_without_token(&headers, &token) {
         return refused;
     }
-    Json(iras_listener::ReplyQueueReply {
+    Json(iras_protocol::internal::ReplyQueueReply {
         reply_queue: state.reply_to.to_string(),
     })
     .into_response()

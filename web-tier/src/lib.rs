@@ -2,7 +2,7 @@
 //! for the result, and answers with the label.
 //!
 //! # Layout
-//! - [`config`]: the command line ([`WebArgs`]) and its validated form.
+//! - [`config`]: the command line ([`Cli`]) and its validated form.
 //! - [`waiters`]: the bounded map of requests waiting for results (event driven: a oneshot
 //!   per request, completed by the listener), and recent results for `GET /results/{id}`.
 //! - `handlers`: `POST /`, `GET /results/{id}`, `GET /healthz`, `GET /metrics`, and the
@@ -39,7 +39,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use iras_cloud::{Bucket, Queue};
-use iras_listener::Delivery;
+use iras_delivery::{Delivery, DeliveryError, ResultSink};
 use iras_protocol::ResponseMessage;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,7 @@ mod server;
 mod validate;
 pub mod waiters;
 
-pub use config::{ListenerMode, WebArgs, WebConfig};
+pub use config::{Cli, ListenerMode, WebConfig};
 pub use handlers::FILE_FIELD;
 pub use reply::ReplyQueueMode;
 
@@ -104,11 +104,8 @@ impl AppState {
 struct EmbeddedSink(AppState);
 
 #[async_trait::async_trait]
-impl iras_listener::ResultSink for EmbeddedSink {
-    async fn deliver(
-        &self,
-        response: &ResponseMessage,
-    ) -> Result<Delivery, iras_listener::DeliveryError> {
+impl ResultSink for EmbeddedSink {
+    async fn deliver(&self, response: &ResponseMessage) -> Result<Delivery, DeliveryError> {
         Ok(self.0.complete(response.clone()))
     }
 }
@@ -138,17 +135,23 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The internal route the standalone listener delivers to.
-pub fn internal_app(state: AppState, token: iras_listener::Token) -> Router {
+pub fn internal_app(state: AppState, token: iras_protocol::internal::Token) -> Router {
     Router::new()
-        .route(iras_listener::DELIVERY_PATH, post(handlers::deliver))
-        .route(iras_listener::REPLY_QUEUE_PATH, get(handlers::reply_queue))
+        .route(
+            iras_protocol::internal::DELIVERY_PATH,
+            post(handlers::deliver),
+        )
+        .route(
+            iras_protocol::internal::REPLY_QUEUE_PATH,
+            get(handlers::reply_queue),
+        )
         .with_state((state, token))
         .layer(DefaultBodyLimit::max(iras_protocol::MAX_MESSAGE_BYTES))
 }
 
 /// Binds the configured addresses and serves until `shutdown` resolves.
 pub async fn run(
-    args: WebArgs,
+    args: Cli,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -170,13 +173,13 @@ pub async fn run(
 /// connections, requests in flight run to their answer or deadline, and only then the
 /// embedded listener stops (the waiting requests need it until the end).
 pub async fn serve(
-    args: WebArgs,
+    args: Cli,
     http: TcpListener,
     internal: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = args.validate()?;
-    let cloud = iras_cloud::Cloud::connect(&args.cloud).await?;
+    let cloud = args.cloud.connect().await?;
     args.stack.ensure(&cloud).await?;
     let reply = reply::ReplyQueue::open(
         &cloud,
@@ -193,7 +196,7 @@ pub async fn serve(
 
 /// [`serve`] once the reply queue is open.
 async fn serve_with(
-    args: WebArgs,
+    args: Cli,
     http: TcpListener,
     internal: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -222,10 +225,10 @@ async fn serve_with(
     match (args.listener.mode, internal) {
         (ListenerMode::Embedded, _) => {
             let sink = Arc::new(EmbeddedSink(state.clone()));
-            background.spawn(iras_listener::run(
+            background.spawn(iras_delivery::run(
                 responses,
                 sink,
-                args.listener.options.clone(),
+                args.listener.polling.receive_options(),
                 stop_background.clone().cancelled_owned(),
             ));
         }

@@ -98,10 +98,10 @@ impl Metrics {
     }
 
     /// Counts a result taken from the response queue.
-    pub fn result(&self, delivery: iras_listener::Delivery) {
+    pub fn result(&self, delivery: iras_protocol::internal::Delivery) {
         let delivery = match delivery {
-            iras_listener::Delivery::Delivered => "delivered",
-            iras_listener::Delivery::Recorded => "recorded",
+            iras_protocol::internal::Delivery::Delivered => "delivered",
+            iras_protocol::internal::Delivery::Recorded => "recorded",
         };
         self.results
             .get_or_create(&DeliveryLabels { delivery })

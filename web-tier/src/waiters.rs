@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use iras_listener::Delivery;
+use iras_protocol::internal::Delivery;
 use iras_protocol::{FileName, KeyScheme, RequestId, ResponseMessage};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 

@@ -10,8 +10,8 @@ mod support;
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cloud::{Cloud, CloudArgs};
-use iras_web_tier::WebArgs;
+use iras_cloud::Cloud;
+use iras_web_tier::Cli;
 use reqwest::multipart::{Form, Part};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,7 +24,7 @@ impl Web {
     async fn start(state: &std::path::Path, extra: &[&str]) -> Self {
         let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
         argv.extend_from_slice(extra);
-        Self::serve(WebArgs::try_parse_from(argv).unwrap(), None).await
+        Self::serve(Cli::try_parse_from(argv).unwrap(), None).await
     }
 }
 
@@ -50,7 +50,7 @@ async fn upload(url: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
 }
 
 async fn queued(state: &std::path::Path) -> u64 {
-    let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
+    let cloud = Cloud::open_local(state).await.unwrap();
     let q = cloud.queue("iras-requests").await.unwrap();
     q.depth().await.unwrap().total()
 }
@@ -118,7 +118,7 @@ async fn bombs_get_413_with_a_reason_while_normal_uploads_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_within_the_limits_but_over_the_budget_are_refused_at_start() {
     let state = tempfile::tempdir().unwrap();
-    let args = WebArgs::try_parse_from([
+    let args = Cli::try_parse_from([
         "web-tier",
         "--state-dir",
         state.path().to_str().unwrap(),

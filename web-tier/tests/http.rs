@@ -11,14 +11,16 @@ mod echo;
 mod web;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use echo::echo_worker;
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
+use iras_protocol::internal::{
+    DELIVERY_PATH, Delivery, DeliveryReply, REPLY_QUEUE_PATH, ReplyQueueReply,
+};
 use iras_protocol::{ErrorKind, Outcome, RequestMessage, ResponseMessage, Timings};
-use iras_web_tier::WebArgs;
+use iras_web_tier::Cli;
 use reqwest::multipart::{Form, Part};
 use web::Web;
 
@@ -34,7 +36,7 @@ impl Web {
     ) -> Self {
         let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
         argv.extend_from_slice(extra);
-        Self::serve(WebArgs::try_parse_from(argv).unwrap(), internal).await
+        Self::serve(Cli::try_parse_from(argv).unwrap(), internal).await
     }
 }
 
@@ -84,7 +86,7 @@ async fn post(url: &str, form: Form, json: bool) -> reqwest::Response {
 }
 
 async fn request_depth(state: &std::path::Path) -> u64 {
-    let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
+    let cloud = Cloud::open_local(state).await.unwrap();
     cloud
         .queue("iras-requests")
         .await
@@ -226,9 +228,7 @@ async fn answers_with_the_bare_label_or_json_inline_and_by_claim_check() {
     assert_eq!(body["top_k"][0]["index"], 7);
     assert_eq!(body["worker"], "echo");
     let id = body["id"].as_str().unwrap().to_owned();
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
     let input = cloud.bucket("iras-input").await.unwrap();
     assert_eq!(
         input.list(&id).await.unwrap(),
@@ -346,9 +346,7 @@ async fn a_classify_error_is_a_422_with_its_kind() {
     let upload =
         tokio::spawn(async move { post(&url, form("myfile", "x.png", png(8, 8)), true).await });
     // Answer with an error, as the app tier does for an image it cannot decode.
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
     let requests = cloud.queue("iras-requests").await.unwrap();
     let options = ReceiveOptions {
         max_messages: 1,
@@ -429,7 +427,7 @@ async fn the_standalone_listener_delivers_over_loopback_with_the_token() {
 
     // A wrong token is refused.
     let r = reqwest::Client::new()
-        .post(format!("http://{addr}{}", iras_listener::DELIVERY_PATH))
+        .post(format!("http://{addr}{DELIVERY_PATH}"))
         .bearer_auth("f".repeat(32))
         .body("{}")
         .send()
@@ -437,55 +435,66 @@ async fn the_standalone_listener_delivers_over_loopback_with_the_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    // The listener loop with the HTTP sink, as the `listener` binary runs it: it asks the
-    // web tier which queue to poll (its own, not the stack's response queue).
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
-    let sink = Arc::new(
-        iras_listener::HttpSink::new(&format!("http://{addr}"), token.parse().unwrap()).unwrap(),
-    );
-    let iras_listener::ReplyQueueAnswer::Named(reply_queue) = sink.ask_reply_queue().await else {
-        panic!("the web tier does not name its reply queue");
+    // What the standalone listener does, by hand: ask the web tier which queue to poll (its
+    // own, not the stack's response queue), take the result from it, post it back.
+    let client = reqwest::Client::new();
+    let ask = |token: String| {
+        client
+            .get(format!("http://{addr}{REPLY_QUEUE_PATH}"))
+            .bearer_auth(token)
+            .send()
     };
+    assert_eq!(ask("f".repeat(32)).await.unwrap().status(), 401);
+    let named: ReplyQueueReply = ask(token.to_owned()).await.unwrap().json().await.unwrap();
+    let reply_queue = named.reply_queue;
     assert!(
         reply_queue.starts_with("iras-responses-web-"),
         "{reply_queue}"
     );
-    let wrong =
-        iras_listener::HttpSink::new(&format!("http://{addr}"), "f".repeat(32).parse().unwrap())
-            .unwrap();
-    assert_eq!(
-        wrong.ask_reply_queue().await,
-        iras_listener::ReplyQueueAnswer::Refused
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = tokio::spawn(iras_listener::run(
-        cloud.queue(&reply_queue).await.unwrap(),
-        sink,
-        iras_listener::ListenerOptions {
-            wait_secs: 1,
-            ..Default::default()
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
+    let replies = cloud.queue(&reply_queue).await.unwrap();
     let worker = echo_worker(state.path());
-    let r = post(&web.url, form("myfile", "split.png", png(8, 8)), false).await;
+    let url = web.url.clone();
+    let upload =
+        tokio::spawn(
+            async move { post(&url, form("myfile", "split.png", png(8, 8)), false).await },
+        );
+    let received = loop {
+        let got = replies
+            .receive(ReceiveOptions {
+                max_messages: 1,
+                wait: Duration::from_secs(1),
+                visibility_timeout: None,
+            })
+            .await
+            .unwrap();
+        if let Some(message) = got.into_iter().next() {
+            break message;
+        }
+    };
+    let delivered: DeliveryReply = client
+        .post(format!("http://{addr}{DELIVERY_PATH}"))
+        .bearer_auth(token)
+        .body(received.body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(delivered.delivery, Delivery::Delivered);
+    let r = upload.await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "label-of-split");
-    let _ = stop.send(());
-    listener.await.unwrap().unwrap();
     worker.abort();
     web.stop().await;
 }
 
 #[test]
 fn an_external_listener_needs_a_token_and_a_loopback_address() {
-    let args = WebArgs::try_parse_from(["web-tier", "--listener", "external"]).unwrap();
+    let args = Cli::try_parse_from(["web-tier", "--listener", "external"]).unwrap();
     assert!(args.validate().unwrap_err().to_string().contains("token"));
-    let args = WebArgs::try_parse_from([
+    let args = Cli::try_parse_from([
         "web-tier",
         "--listener",
         "external",
@@ -501,7 +510,7 @@ fn an_external_listener_needs_a_token_and_a_loopback_address() {
             .to_string()
             .contains("loopback")
     );
-    assert!(WebArgs::try_parse_from(["web-tier", "--listener-token", "short"]).is_err());
+    assert!(Cli::try_parse_from(["web-tier", "--listener-token", "short"]).is_err());
 }
 
 /// Two web tiers on one stack, one burst split across them: each gets every one of its own
@@ -549,9 +558,7 @@ async fn two_web_tiers_share_a_stack_without_taking_each_others_results() {
     worker.abort();
     first.stop().await;
     second.stop().await;
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
     let err = cloud
         .queue("iras-responses-web-first")
         .await

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cloud::{BackendKind, Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
+use iras_cli::CloudArgs;
+use iras_cloud::{BackendKind, Cloud, OutgoingMessage, ReceiveOptions};
 use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
-use iras_web_tier::WebArgs;
+use iras_web_tier::Cli;
 use reqwest::multipart::{Form, Part};
 use tokio::task::JoinHandle;
 use web::Web;
@@ -110,7 +111,7 @@ impl Stack {
     }
 
     async fn cloud(&self) -> Cloud {
-        Cloud::connect(&self.cloud_args).await.unwrap()
+        self.cloud_args.connect().await.unwrap()
     }
 }
 
@@ -123,7 +124,7 @@ impl Web {
     async fn start(stack: &Stack, extra: &[&str]) -> Self {
         let mut argv = stack.web_argv();
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
-        Self::serve(WebArgs::try_parse_from(argv).unwrap(), None).await
+        Self::serve(Cli::try_parse_from(argv).unwrap(), None).await
     }
 }
 

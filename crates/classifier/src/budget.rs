@@ -18,61 +18,13 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Default for [`DecodeArgs::decode_memory_bytes`]: 256 MiB, sized for a 1–2 GiB instance
+/// Default memory of a process's [`DecodeBudget`]: 256 MiB, sized for a 1–2 GiB instance
 /// (the web tier's or the app tier's other memory stays under ~150 MB).
 pub const DEFAULT_DECODE_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
-/// Default for [`DecodeArgs::decode_wait_secs`].
+/// Default longest wait for room in a [`DecodeBudget`], in seconds.
 pub const DEFAULT_DECODE_WAIT_SECS: u64 = 30;
 
 const KIB: u64 = 1024;
-
-/// The decode budget as command-line flags (with `IRAS_…` environment variables), shared by the
-/// web tier and the app tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
-pub struct DecodeArgs {
-    /// Memory all concurrent decodes of this process may take together, in bytes (each decode
-    /// counts its estimate from the image header). Must be at least `--max-decoded-bytes`.
-    #[arg(long, env = "IRAS_DECODE_MEMORY_BYTES", default_value_t = DEFAULT_DECODE_MEMORY_BYTES)]
-    pub decode_memory_bytes: u64,
-    /// Most decodes running at once. Default: the number of CPUs.
-    #[arg(long, env = "IRAS_MAX_DECODES")]
-    pub max_decodes: Option<NonZeroUsize>,
-    /// Longest wait for room in the budget, in seconds, before the image is turned away (503
-    /// at the web tier; redelivery at the app tier).
-    #[arg(long, env = "IRAS_DECODE_WAIT_SECS", default_value_t = DEFAULT_DECODE_WAIT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub decode_wait_secs: u64,
-}
-
-impl Default for DecodeArgs {
-    fn default() -> Self {
-        DecodeArgs {
-            decode_memory_bytes: DEFAULT_DECODE_MEMORY_BYTES,
-            max_decodes: None,
-            decode_wait_secs: DEFAULT_DECODE_WAIT_SECS,
-        }
-    }
-}
-
-impl DecodeArgs {
-    /// Builds the budget; fails if it cannot hold one image of `max_decoded_bytes`.
-    pub fn budget(&self, max_decoded_bytes: u64) -> Result<DecodeBudget, BudgetError> {
-        if self.decode_memory_bytes < max_decoded_bytes {
-            return Err(BudgetError::SmallerThanOneImage {
-                budget_bytes: self.decode_memory_bytes,
-                max_decoded_bytes,
-            });
-        }
-        let decodes = self
-            .max_decodes
-            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
-        Ok(DecodeBudget::new(
-            self.decode_memory_bytes,
-            decodes,
-            Duration::from_secs(self.decode_wait_secs),
-        ))
-    }
-}
 
 /// Why a decode could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +78,26 @@ pub struct DecodePermit {
 }
 
 impl DecodeBudget {
+    /// The budget a process is configured with: `budget_bytes` for at most `decodes`
+    /// decodes at once (default: the number of CPUs), waiting at most `wait`. Fails if it
+    /// cannot hold one image of `max_decoded_bytes`, the largest the limits let through.
+    pub fn configured(
+        budget_bytes: u64,
+        decodes: Option<NonZeroUsize>,
+        wait: Duration,
+        max_decoded_bytes: u64,
+    ) -> Result<Self, BudgetError> {
+        if budget_bytes < max_decoded_bytes {
+            return Err(BudgetError::SmallerThanOneImage {
+                budget_bytes,
+                max_decoded_bytes,
+            });
+        }
+        let decodes = decodes
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+        Ok(Self::new(budget_bytes, decodes, wait))
+    }
+
     /// A budget of `budget_bytes` (rounded up to KiB, at most 4 TiB) for at most `decodes`
     /// decodes at once; [`acquire`](Self::acquire) waits at most `wait`.
     pub fn new(budget_bytes: u64, decodes: NonZeroUsize, wait: Duration) -> Self {
@@ -231,11 +203,8 @@ mod tests {
             b.acquire(2 << 20).await,
             Err(BudgetError::OverBudget { .. })
         ));
-        let args = DecodeArgs {
-            decode_memory_bytes: 1 << 20,
-            ..DecodeArgs::default()
-        };
-        assert!(args.budget(2 << 20).is_err());
-        assert!(args.budget(1 << 20).is_ok());
+        let wait = Duration::from_secs(1);
+        assert!(DecodeBudget::configured(1 << 20, None, wait, 2 << 20).is_err());
+        assert!(DecodeBudget::configured(1 << 20, None, wait, 1 << 20).is_ok());
     }
 }

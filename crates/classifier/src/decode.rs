@@ -1,9 +1,10 @@
 //! Decoding with limits: header first, then pixels. No ONNX Runtime needed, so the web tier can
 //! validate uploads with the same code the app tier classifies with.
 //!
-//! This module is the one home of the input limits both tiers apply ([`Limits`], set from the
-//! command line by [`LimitArgs`]): the web tier refuses with a 4xx exactly what the app tier
-//! would refuse, because both call [`probe_image`] with the same [`Limits`].
+//! This module is the one home of the input limits both tiers apply ([`Limits`] and their
+//! defaults, set from the command line by the flags of `iras-cli`): the web tier refuses with a
+//! 4xx exactly what the app tier would refuse, because both call [`probe_image`] with the same
+//! [`Limits`].
 //!
 //! Memory is bounded in two steps. [`probe_image`] reads only the header and estimates what a
 //! full decode to RGB will allocate ([`Probe::memory_bytes`]: the decoder's own buffer, the RGB
@@ -32,7 +33,7 @@ pub const DEFAULT_MAX_SIDE: u32 = 20_000;
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Input limits, checked from the header before any pixel is decoded. Both tiers apply the
-/// same values (see [`LimitArgs`]).
+/// same values (read from the same flags, `iras_cli::LimitArgs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted input, in bytes.
@@ -53,49 +54,6 @@ impl Default for Limits {
             max_pixels: DEFAULT_MAX_PIXELS,
             max_side: DEFAULT_MAX_SIDE,
             max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
-        }
-    }
-}
-
-/// The input limits as command-line flags (with `IRAS_…` environment variables), shared by the
-/// web tier and the app tier so that the two cannot disagree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
-pub struct LimitArgs {
-    /// Largest accepted image file, in bytes.
-    #[arg(long, env = "IRAS_MAX_IMAGE_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
-    pub max_image_bytes: usize,
-    /// Largest accepted image, in pixels (width × height, from the header).
-    #[arg(long, env = "IRAS_MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
-    pub max_image_pixels: u64,
-    /// Largest accepted width or height, in pixels.
-    #[arg(long, env = "IRAS_MAX_IMAGE_SIDE", default_value_t = DEFAULT_MAX_SIDE)]
-    pub max_image_side: u32,
-    /// Most memory decoding one image may take, in bytes, estimated from its header (8 bytes a
-    /// pixel for 16-bit RGBA, plus the RGB copy). Larger images are refused (413).
-    #[arg(long, env = "IRAS_MAX_DECODED_BYTES", default_value_t = DEFAULT_MAX_DECODED_BYTES)]
-    pub max_decoded_bytes: u64,
-}
-
-impl Default for LimitArgs {
-    fn default() -> Self {
-        let l = Limits::default();
-        LimitArgs {
-            max_image_bytes: l.max_bytes,
-            max_image_pixels: l.max_pixels,
-            max_image_side: l.max_side,
-            max_decoded_bytes: l.max_decoded_bytes,
-        }
-    }
-}
-
-impl LimitArgs {
-    /// The limits these flags describe.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_bytes: self.max_image_bytes,
-            max_pixels: self.max_image_pixels,
-            max_side: self.max_image_side,
-            max_decoded_bytes: self.max_decoded_bytes,
         }
     }
 }

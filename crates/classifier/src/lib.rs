@@ -7,7 +7,7 @@
 //! - [`decode_image`] / [`validate_image`] / [`probe_image`] (module [`decode`]): header first,
 //!   [`Limits`] (pixels, sides, bytes, and the decode memory estimated from the header) checked
 //!   before any pixel is decoded, typed [`ImageError`]s; grayscale, palette, alpha, 16-bit, CMYK
-//!   and EXIF orientation handled. [`LimitArgs`] are the flags both tiers read the limits from.
+//!   and EXIF orientation handled. Both tiers read the limits from the same flags (`iras-cli`).
 //! - [`DecodeBudget`] (module [`budget`]): the memory and concurrency budget every decode in a
 //!   process takes its estimate out of, with a bounded wait.
 //! - [`Preprocessor`] (module [`preprocess`]): decoded pixels straight into the NCHW tensor, with
@@ -56,12 +56,10 @@ pub mod scores;
 #[cfg(feature = "inference")]
 mod classifier;
 
-pub use budget::{BudgetError, DecodeArgs, DecodeBudget, DecodePermit};
+pub use budget::{BudgetError, DecodeBudget, DecodePermit};
 #[cfg(feature = "inference")]
 pub use classifier::{Classification, Classifier, ClassifierOptions, Timings};
-pub use decode::{
-    ImageInfo, LimitArgs, Limits, Probe, RgbImage, decode_image, probe_image, validate_image,
-};
+pub use decode::{ImageInfo, Limits, Probe, RgbImage, decode_image, probe_image, validate_image};
 pub use error::{Error, FETCH_HINT, ImageError, PackError};
 pub use pack::{Manifest, ModelPack};
 pub use preprocess::Preprocessor;

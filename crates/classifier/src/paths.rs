@@ -3,12 +3,7 @@
 
 use std::path::PathBuf;
 
-/// Cache root override (default `~/.cache/iras`).
-pub const ENV_CACHE_DIR: &str = "IRAS_CACHE_DIR";
-/// Model pack directory (default: the cached `efficientnet-lite0` pack).
-pub const ENV_MODEL_DIR: &str = "IRAS_MODEL_DIR";
-/// ONNX Runtime shared library (the variable the `ort` crate itself reads).
-pub const ENV_ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+use iras_protocol::env::{IRAS_CACHE_DIR, IRAS_MODEL_DIR, ORT_DYLIB_PATH};
 
 /// The pack used when none is named.
 pub const DEFAULT_PACK: &str = "efficientnet-lite0";
@@ -23,7 +18,7 @@ fn non_empty_env(name: &str) -> Option<PathBuf> {
 
 /// `$IRAS_CACHE_DIR`, else `$HOME/.cache/iras` (`./.cache/iras` without a home).
 pub fn cache_dir() -> PathBuf {
-    non_empty_env(ENV_CACHE_DIR).unwrap_or_else(|| {
+    non_empty_env(IRAS_CACHE_DIR).unwrap_or_else(|| {
         non_empty_env("HOME")
             .unwrap_or_else(|| PathBuf::from("."))
             .join(".cache")
@@ -38,7 +33,7 @@ pub fn cached_pack_dir(name: &str) -> PathBuf {
 
 /// `$IRAS_MODEL_DIR`, else the cached default pack.
 pub fn default_model_dir() -> PathBuf {
-    non_empty_env(ENV_MODEL_DIR).unwrap_or_else(|| cached_pack_dir(DEFAULT_PACK))
+    non_empty_env(IRAS_MODEL_DIR).unwrap_or_else(|| cached_pack_dir(DEFAULT_PACK))
 }
 
 /// The library `scripts/fetch-model` caches.
@@ -51,5 +46,5 @@ pub fn cached_ort_library() -> PathBuf {
 
 /// `$ORT_DYLIB_PATH`, else the cached library.
 pub fn default_ort_library() -> PathBuf {
-    non_empty_env(ENV_ORT_DYLIB_PATH).unwrap_or_else(cached_ort_library)
+    non_empty_env(ORT_DYLIB_PATH).unwrap_or_else(cached_ort_library)
 }

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, Queue, ReceiveOptions, StackSpec};
+use iras_cloud::{Cloud, OutgoingMessage, Queue, ReceiveOptions, StackSpec};
 
 const QUEUE: &str = "bench-requests";
 const STOP: &str = "stop";
@@ -49,7 +49,7 @@ fn now_nanos() -> u64 {
 }
 
 async fn queue(state: &Path) -> std::sync::Arc<dyn Queue> {
-    let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
+    let cloud = Cloud::open_local(state).await.unwrap();
     cloud.queue(QUEUE).await.unwrap()
 }
 
@@ -160,7 +160,7 @@ where
 async fn run(args: &Args) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let cloud = Cloud::connect(&CloudArgs::local(state)).await.unwrap();
+    let cloud = Cloud::open_local(state).await.unwrap();
     cloud
         .provision(&StackSpec {
             request_queue: QUEUE.into(),

@@ -3,9 +3,12 @@
 //!
 //! - [`Queue`], [`Bucket`] and [`Fleet`] are the interfaces the tiers code against, shared
 //!   as `Arc<dyn …>`.
-//! - [`Cloud`] is the factory: built from [`CloudArgs`] (`--backend local|aws`,
-//!   `IRAS_BACKEND`), it hands out queues, buckets and fleets, and [`Cloud::provision`]
-//!   creates a stack's queues (with dead-letter queues) and buckets idempotently.
+//! - [`Cloud`] is the factory: opened on a local state directory ([`Cloud::open_local`])
+//!   or on AWS ([`Cloud::connect_aws`]), it hands out queues, buckets and fleets, and
+//!   [`Cloud::provision`] creates a stack's queues (with dead-letter queues) and buckets
+//!   idempotently. The flags that choose between them (`--backend local|aws`,
+//!   `IRAS_BACKEND`) are the binaries' business, in `iras-cli`: this crate has no command
+//!   line.
 //! - The **local** backend ([`local`]) keeps everything under one state directory: queues in
 //!   one SQLite database (WAL mode, safe across processes), buckets as directories written
 //!   atomically, the fleet as app-tier child processes.
@@ -25,14 +28,13 @@
 pub mod aws;
 pub mod bucket;
 pub mod dead_letter;
-pub mod env;
 pub mod error;
 pub mod fleet;
 pub mod local;
 pub mod queue;
 pub mod spec;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use bucket::Bucket;
@@ -42,7 +44,9 @@ pub use queue::{
     BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
     ReceiveOptions, ReceivedMessage,
 };
-pub use spec::{Ec2Launch, FleetSpec, LocalLaunch, Provision, StackArgs, StackSpec};
+pub use spec::{Ec2Launch, FleetSpec, LocalLaunch, StackSpec};
+
+use iras_protocol::env;
 
 /// The backends compiled into this build of the cloud layer, e.g. `["local", "aws"]`.
 /// A build without the `aws` feature fails `--backend aws` at startup; `--version` says
@@ -84,8 +88,9 @@ mod backends_tests {
     }
 }
 
-/// Which implementation backs the queues, buckets and fleet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which implementation backs the queues, buckets and fleet: `local` or `aws`, as the
+/// `--backend` flag spells it ([`FromStr`](std::str::FromStr) and [`Display`](std::fmt::Display)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// Everything on this machine under the state directory (the default).
     Local,
@@ -93,39 +98,32 @@ pub enum BackendKind {
     Aws,
 }
 
-/// Command-line flags (and environment variables) that choose and configure the backend.
-/// Every tier flattens these into its own arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CloudArgs {
-    /// Backend for queues, buckets and the fleet: `local` (embedded, zero setup) or `aws`.
-    #[arg(long, env = env::IRAS_BACKEND, value_enum, default_value_t = BackendKind::Local)]
-    pub backend: BackendKind,
+impl BackendKind {
+    /// Every kind, in the order `--help` lists them.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Local, BackendKind::Aws];
 
-    /// Local backend: directory holding the queue database, the buckets and the fleet
-    /// records. Shared by every process of one local stack.
-    #[arg(long, env = env::IRAS_STATE_DIR, default_value = ".iras")]
-    pub state_dir: PathBuf,
-
-    /// AWS backend: endpoint URL for every service (a moto server, LocalStack). Beats the
-    /// SDK's `AWS_ENDPOINT_URL`. S3 then uses path-style addressing.
-    #[arg(long, env = env::IRAS_AWS_ENDPOINT_URL)]
-    pub aws_endpoint_url: Option<String>,
-
-    /// AWS backend: region. When unset the SDK's chain decides (`AWS_REGION`, the profile,
-    /// the instance metadata); startup fails clearly if none is found.
-    #[arg(long, env = env::IRAS_AWS_REGION)]
-    pub aws_region: Option<String>,
+    /// The name the flag takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Aws => "aws",
+        }
+    }
 }
 
-impl CloudArgs {
-    /// Arguments for the local backend rooted at `state_dir`.
-    pub fn local(state_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            backend: BackendKind::Local,
-            state_dir: state_dir.into(),
-            aws_endpoint_url: None,
-            aws_region: None,
-        }
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = CloudError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name() == s)
+            .ok_or_else(|| CloudError::Config(format!("unknown backend {s:?} (local or aws)")))
     }
 }
 
@@ -143,29 +141,31 @@ enum CloudBackend {
 }
 
 impl Cloud {
-    /// Opens the configured backend: the local state directory, or the AWS clients (which
-    /// resolves the region and fails clearly without one).
-    pub async fn connect(args: &CloudArgs) -> Result<Self> {
-        let backend = match args.backend {
-            BackendKind::Local => {
-                CloudBackend::Local(local::LocalCloud::open(&args.state_dir).await?)
-            }
-            #[cfg(feature = "aws")]
-            BackendKind::Aws => CloudBackend::Aws(
-                aws::AwsCloud::connect(
-                    args.aws_endpoint_url.as_deref(),
-                    args.aws_region.as_deref(),
-                )
-                .await?,
-            ),
-            #[cfg(not(feature = "aws"))]
-            BackendKind::Aws => {
-                return Err(CloudError::Config(
-                    "this build has no aws backend (built without the `aws` feature)".into(),
-                ));
-            }
-        };
-        Ok(Self { backend })
+    /// Opens the local backend on `state_dir` (made if missing), shared by every process of
+    /// one local stack.
+    pub async fn open_local(state_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            backend: CloudBackend::Local(local::LocalCloud::open(state_dir).await?),
+        })
+    }
+
+    /// Connects to AWS through the SDK's default credential chain: `endpoint` overrides
+    /// every service's (a moto server; S3 then uses path-style addressing) and `region` the
+    /// chain's. Fails clearly without a region, and in a build without the `aws` feature.
+    pub async fn connect_aws(endpoint: Option<&str>, region: Option<&str>) -> Result<Self> {
+        #[cfg(feature = "aws")]
+        {
+            Ok(Self {
+                backend: CloudBackend::Aws(aws::AwsCloud::connect(endpoint, region).await?),
+            })
+        }
+        #[cfg(not(feature = "aws"))]
+        {
+            let _ = (endpoint, region);
+            Err(CloudError::Config(
+                "this build has no aws backend (built without the `aws` feature)".into(),
+            ))
+        }
     }
 
     /// Which backend this is.

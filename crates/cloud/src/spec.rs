@@ -106,87 +106,29 @@ pub struct Ec2Launch {
 /// Largest gp3 volume EC2 creates, in GiB.
 pub const MAX_GP3_VOLUME_GIB: i32 = 16_384;
 
-/// When a tier creates the stack's queues and buckets at startup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Provision {
-    /// On the local backend only (where they are files under the state directory); on AWS
-    /// the infrastructure template creates them.
-    Auto,
-    /// Always (idempotent): handy against a moto server or a scratch account.
-    Always,
-    /// Never: fail at startup if they are missing.
-    Never,
-}
-
-/// The stack's queue and bucket names as command-line flags (and environment variables),
-/// shared by every tier so they cannot drift apart.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StackArgs {
-    /// Queue (name, or URL on AWS) the web tier puts requests on and the app tier takes
-    /// them from.
-    #[arg(long, env = crate::env::IRAS_REQUEST_QUEUE, default_value = "iras-requests")]
-    pub request_queue: String,
-    /// Queue (name, or URL on AWS) the app tier sends results to and the listener takes
-    /// them from.
-    #[arg(long, env = crate::env::IRAS_RESPONSE_QUEUE, default_value = "iras-responses")]
-    pub response_queue: String,
-    /// Bucket every uploaded image is written to.
-    #[arg(long, env = crate::env::IRAS_INPUT_BUCKET, default_value = "iras-input")]
-    pub input_bucket: String,
-    /// Bucket every `(stem, label)` result is written to.
-    #[arg(long, env = crate::env::IRAS_OUTPUT_BUCKET, default_value = "iras-output")]
-    pub output_bucket: String,
-    /// Create the queues (with dead-letter queues) and buckets at startup: `auto` = on the
-    /// local backend only.
-    #[arg(long, env = crate::env::IRAS_PROVISION, value_enum, default_value_t = Provision::Auto)]
-    pub provision: Provision,
-    /// When provisioning: receives before a message moves to its dead-letter queue.
-    #[arg(long, env = crate::env::IRAS_MAX_RECEIVE_COUNT, default_value_t = DEFAULT_MAX_RECEIVE_COUNT,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub max_receive_count: u32,
-}
-
-/// Default of [`StackArgs::max_receive_count`]: a message that crashed five workers is poison.
+/// Default request queue name.
+pub const DEFAULT_REQUEST_QUEUE: &str = "iras-requests";
+/// Default response queue name.
+pub const DEFAULT_RESPONSE_QUEUE: &str = "iras-responses";
+/// Default input bucket name.
+pub const DEFAULT_INPUT_BUCKET: &str = "iras-input";
+/// Default output bucket name.
+pub const DEFAULT_OUTPUT_BUCKET: &str = "iras-output";
+/// Default of [`StackSpec::max_receive_count`]: a message that crashed five workers is poison.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 /// The queues' default visibility timeout when provisioned by a tier.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl Default for StackArgs {
+impl Default for StackSpec {
+    /// The names every tier uses unless told otherwise, and the default limits.
     fn default() -> Self {
         Self {
-            request_queue: "iras-requests".into(),
-            response_queue: "iras-responses".into(),
-            input_bucket: "iras-input".into(),
-            output_bucket: "iras-output".into(),
-            provision: Provision::Auto,
+            request_queue: DEFAULT_REQUEST_QUEUE.into(),
+            response_queue: DEFAULT_RESPONSE_QUEUE.into(),
+            input_bucket: DEFAULT_INPUT_BUCKET.into(),
+            output_bucket: DEFAULT_OUTPUT_BUCKET.into(),
             max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
-        }
-    }
-}
-
-impl StackArgs {
-    /// The stack these names describe.
-    pub fn spec(&self) -> StackSpec {
-        StackSpec {
-            request_queue: self.request_queue.clone(),
-            response_queue: self.response_queue.clone(),
-            input_bucket: self.input_bucket.clone(),
-            output_bucket: self.output_bucket.clone(),
-            max_receive_count: self.max_receive_count,
             visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
         }
-    }
-
-    /// Provisions the stack if [`StackArgs::provision`] says so for this backend.
-    pub async fn ensure(&self, cloud: &crate::Cloud) -> crate::Result<()> {
-        let create = match self.provision {
-            Provision::Always => true,
-            Provision::Never => false,
-            Provision::Auto => cloud.kind() == crate::BackendKind::Local,
-        };
-        if create {
-            cloud.provision(&self.spec()).await?;
-        }
-        Ok(())
     }
 }

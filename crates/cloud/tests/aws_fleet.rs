@@ -7,13 +7,11 @@
 #![cfg(feature = "aws")]
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::PathBuf;
-
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, InstanceMetadataEndpointState, VolumeAttachmentState, VolumeType,
 };
 use base64::Engine as _;
-use iras_cloud::{BackendKind, Cloud, CloudArgs, Ec2Launch, FleetSpec};
+use iras_cloud::{Cloud, Ec2Launch, FleetSpec};
 
 const USER_DATA: &str = "#cloud-config\nwrite_files: []\n";
 /// An AMI moto lists under owner `amazon`, with its root on `/dev/sda1` (a 15 GiB snapshot).
@@ -26,13 +24,9 @@ const ROOT_VOLUME_GIB: i32 = 16;
 async fn launched_instances_carry_their_tags_user_data_and_hardening() {
     let endpoint = std::env::var("IRAS_TEST_AWS_ENDPOINT")
         .expect("IRAS_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test (moto)");
-    let args = CloudArgs {
-        backend: BackendKind::Aws,
-        state_dir: PathBuf::from("/nonexistent"),
-        aws_endpoint_url: Some(endpoint.clone()),
-        aws_region: Some("us-east-1".into()),
-    };
-    let cloud = Cloud::connect(&args).await.unwrap();
+    let cloud = Cloud::connect_aws(Some(&endpoint), Some("us-east-1"))
+        .await
+        .unwrap();
     let stack = format!("fleet-{}", uuid::Uuid::new_v4().simple());
     let spec = FleetSpec {
         name_prefix: "app-tier-".into(),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iras_cloud::{
-    Cloud, CloudArgs, CloudError, FleetSpec, InstanceState, LocalLaunch, OutgoingMessage,
-    ReceiveOptions, StackSpec,
+    Cloud, CloudError, FleetSpec, InstanceState, LocalLaunch, OutgoingMessage, ReceiveOptions,
+    StackSpec,
 };
 
 fn stack() -> StackSpec {
@@ -29,9 +29,7 @@ fn stack() -> StackSpec {
 /// A second `Cloud` on the same directory has its own SQLite connection and doorbells,
 /// exactly like another process.
 async fn open(dir: &std::path::Path) -> Cloud {
-    Cloud::connect(&CloudArgs::local(dir))
-        .await
-        .expect("open local backend")
+    Cloud::open_local(dir).await.expect("open local backend")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -162,9 +160,7 @@ async fn a_corrupt_database_is_reported_and_left_alone() {
     let db = dir.path().join("queues.db");
     let garbage = b"this is not an SQLite database, and it must not be overwritten".repeat(100);
     std::fs::write(&db, &garbage).unwrap();
-    let err = Cloud::connect(&CloudArgs::local(dir.path()))
-        .await
-        .expect_err("corrupt");
+    let err = Cloud::open_local(dir.path()).await.expect_err("corrupt");
     assert!(matches!(err, CloudError::CorruptDatabase { .. }), "{err}");
     assert!(err.to_string().contains("queues.db"), "{err}");
     assert_eq!(std::fs::read(&db).unwrap(), garbage);
@@ -175,7 +171,7 @@ async fn an_unusable_state_directory_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    let err = Cloud::connect(&CloudArgs::local(file.join("state")))
+    let err = Cloud::open_local(file.join("state").as_ref())
         .await
         .expect_err("not a dir");
     assert!(matches!(err, CloudError::StateDir { .. }), "{err}");

@@ -1,8 +1,11 @@
-//! Wire messages, object keys and limits shared by every iras tier. No I/O.
+//! Everything that crosses a process boundary between iras binaries: wire messages, object
+//! keys, the message limit, the web tier's internal endpoints, and every environment
+//! variable's name. No I/O.
 //!
-//! The web tier, the app-tier workers and the listener talk only through queue messages
-//! and bucket objects; this crate is the one place that says what those look like, so the
-//! tiers cannot drift apart. It does no I/O: everything here is a pure function or a plain
+//! The web tier, the app-tier workers and the listener talk only through queue messages,
+//! bucket objects and (the standalone listener) two loopback endpoints; systemd units, the
+//! fleet and the emulator configure them through environment variables. This crate is the
+//! one place that says what those look like, so the binaries cannot drift apart. It does no I/O: everything here is a pure function or a plain
 //! data type, tested with unit and property tests.
 //!
 //! # Main types
@@ -23,6 +26,9 @@
 //! - [`build_request`] → [`PlannedRequest`]: the inline-versus-claim-check decision, with
 //!   the queue's message limit [`MAX_MESSAGE_BYTES`]. The image limits (bytes, pixels, decode
 //!   memory) live in one place, `iras_classifier::decode`, which both tiers use.
+//! - [`internal`]: the paths and answers of the web tier's internal endpoints and the
+//!   [`Token`] both sides share.
+//! - [`env`]: the name of every environment variable, once.
 //!
 //! # Example
 //!
@@ -84,13 +90,16 @@
 //! are ignored, so additive changes need no version bump; the version is for incompatible
 //! ones.
 
+pub mod env;
 mod error;
 mod file_name;
 mod id;
+pub mod internal;
 mod json;
 mod keys;
 mod limits;
 mod message;
+mod token;
 
 pub use error::{MessageKind, ProtocolError};
 pub use file_name::{FileName, FileNameError, MAX_FILE_NAME_BYTES};

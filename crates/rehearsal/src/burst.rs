@@ -194,7 +194,7 @@ pub async fn run_burst(
     );
     config.timeout = Some(Duration::from_secs(600));
     let started = Instant::now();
-    let task = tokio::spawn(async move { iras_workload::run(&config, &images).await });
+    let task = tokio::spawn(async move { iras_workload::drive(&config, &images).await });
     let mut peak = 0;
     while !task.is_finished() {
         peak = peak.max(rehearsal.active_app_instances().await?.len());

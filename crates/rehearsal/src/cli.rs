@@ -100,13 +100,12 @@ fn parse_override(s: &str) -> Result<(String, String, String), String> {
 }
 
 /// Runs a parsed command line.
-pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    cli: Cli,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
     let Command::Run(args) = cli.command;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(run(args))
-}
-
-async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    tokio::pin!(shutdown);
     let boot_delay = if args.ec2_boot {
         EC2_BOOT
     } else {
@@ -176,11 +175,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     status = ExitCode::FAILURE;
                 }
             }
-            () = iras_service::shutdown_signal() => interrupted = true,
+            () = &mut shutdown => interrupted = true,
         }
     }
     if !args.exit_after_burst && !interrupted {
-        iras_service::shutdown_signal().await;
+        shutdown.await;
     }
     tracing::info!("terminating the stack's instances and stopping");
     stop_control.cancel();

@@ -1,12 +1,6 @@
-//! The `rehearsal` binary: parses the command line and hands off to
-//! [`iras_rehearsal::cli::main`] (the rehearsal and the emulator live in the library).
+//! The `rehearsal` binary: [`iras_service::main`] parses [`iras_rehearsal::cli::Cli`] and
+//! runs [`iras_rehearsal::cli::run`] until Ctrl-C or SIGTERM (or the end of its burst).
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let cli = iras_rehearsal::cli::Cli::parse();
-    iras_service::init_tracing("info");
-    iras_service::exit_code("rehearsal", iras_rehearsal::cli::main(cli))
+fn main() -> std::process::ExitCode {
+    iras_service::main("info", iras_rehearsal::cli::run)
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use iras_cloud::{BackendKind, Cloud, CloudArgs, OutgoingMessage};
+use iras_cli::CloudArgs;
+use iras_cloud::{BackendKind, Cloud, OutgoingMessage};
 use iras_protocol::{FileName, ImagePayload, KeyScheme, RequestId, RequestMessage};
 use iras_rehearsal::burst::{Upload, golden_uploads};
 use iras_rehearsal::image::ImageSource;
@@ -197,7 +198,7 @@ impl Deployment {
                 aws_region: Some(iras_rehearsal::rehearse::REGION.into()),
             },
         };
-        Cloud::connect(&args).await.unwrap()
+        args.connect().await.unwrap()
     }
 
     async fn names(&self) -> Names {

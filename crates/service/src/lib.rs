@@ -1,5 +1,9 @@
-//! What every iras binary shares, so the tiers start, log, retry and stop alike.
+//! What every iras binary shares, so they start, log, retry and stop alike.
 //!
+//! - [`main`]: a binary's whole `main`. Every binary's library exposes the same pair, a
+//!   clap command line and `async fn run(config, shutdown)`, and its `main.rs` is one
+//!   call of this: parse, set up logging, run on a multi-threaded runtime until done or
+//!   stopped, map the result to the exit code.
 //! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG`, as text or (with
 //!   `IRAS_LOG_FORMAT=json`) one JSON object per line for log shippers.
 //! - [`shutdown_signal`]: resolves on Ctrl-C or SIGTERM (what systemd, the local fleet and
@@ -7,16 +11,40 @@
 //!   calling this, so tests can stop them at will.
 //! - [`Backoff`]: capped exponential backoff for loops that must keep going when a queue
 //!   is briefly unreachable.
-//! - [`exit_code`]: the one place a binary's error reaches the user.
+//! - [`exit_code`]: the one place a binary's error reaches the user, printed once.
 //!
-//! The decision a reader may question: a crate this small. Three binaries need exactly
-//! the same signal handling and log set-up; one copy keeps their behaviour identical.
+//! The decision a reader may question: a crate this small. Every binary needs exactly
+//! the same signal handling, log set-up and exit path; one copy keeps them identical.
 
-use std::process::ExitCode;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::{ExitCode, Termination};
 use std::time::Duration;
 
-/// Environment variable choosing the log format: `text` (default) or `json`.
-pub const ENV_LOG_FORMAT: &str = "IRAS_LOG_FORMAT";
+use iras_protocol::env::IRAS_LOG_FORMAT;
+
+/// The future a binary's `run` stops on: Ctrl-C or SIGTERM under [`main`].
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Runs a binary: parses its command line `C` (flags and `IRAS_*` variables; `--help` and
+/// bad flags exit as clap decides), logs at `default_filter` unless `RUST_LOG` says
+/// otherwise, runs `run` on a multi-threaded tokio runtime with [`shutdown_signal`] as its
+/// shutdown, and returns its exit code: what `run` returned, or 2 after printing the error.
+pub fn main<C, T, Fut>(default_filter: &str, run: impl FnOnce(C, Shutdown) -> Fut) -> ExitCode
+where
+    C: clap::Parser,
+    T: Termination,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let config = C::parse();
+    init_tracing(default_filter);
+    let program = C::command().get_name().to_owned();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(config, Box::pin(shutdown_signal()))))
+        .map(Termination::report);
+    exit_code(&program, result)
+}
 
 /// Sets up logging to stderr. `default_filter` applies when `RUST_LOG` is unset (for
 /// example `"info"`).
@@ -26,9 +54,8 @@ pub fn init_tracing(default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let json = std::env::var(ENV_LOG_FORMAT).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // `try_init` so a test harness that set a subscriber first is not a panic.
-    let _ = if json {
+    let _ = if json_logs() {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -57,19 +84,28 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Maps a binary's result to its exit code, printing the whole error chain once.
+/// Maps a binary's result to its exit code, printing the whole error chain once: as a log
+/// event when the logs are JSON (so a log shipper sees it), else as one plain line.
 pub fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            tracing::error!("{err:#}");
-            #[allow(clippy::print_stderr)] // the one place errors reach the user
-            {
-                eprintln!("{program}: error: {err:#}");
+            if json_logs() {
+                tracing::error!(program, "{err:#}");
+            } else {
+                #[allow(clippy::print_stderr)] // the one place errors reach the user
+                {
+                    eprintln!("{program}: error: {err:#}");
+                }
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether `IRAS_LOG_FORMAT` asks for JSON logs.
+fn json_logs() -> bool {
+    std::env::var(IRAS_LOG_FORMAT).is_ok_and(|v| v.eq_ignore_ascii_case("json"))
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, … up to `max`, back to the start on

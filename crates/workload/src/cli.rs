@@ -20,29 +20,9 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::{Config, Expected, Load, Observer, Record};
+use iras_protocol::env;
 
-/// The environment variables behind the flags, in one place so docs and code agree.
-pub mod env {
-    /// `--url`.
-    pub const URL: &str = "IRAS_WORKLOAD_URL";
-    /// `--image-folder`.
-    pub const IMAGE_FOLDER: &str = "IRAS_WORKLOAD_IMAGE_FOLDER";
-    /// `--num-request`.
-    pub const NUM_REQUEST: &str = "IRAS_WORKLOAD_NUM_REQUEST";
-    /// `--concurrency`.
-    pub const CONCURRENCY: &str = "IRAS_WORKLOAD_CONCURRENCY";
-    /// `--rate`.
-    pub const RATE: &str = "IRAS_WORKLOAD_RATE";
-    /// `--duration-secs`.
-    pub const DURATION_SECS: &str = "IRAS_WORKLOAD_DURATION_SECS";
-    /// `--timeout-secs`.
-    pub const TIMEOUT_SECS: &str = "IRAS_WORKLOAD_TIMEOUT_SECS";
-    /// `--retries`.
-    pub const RETRIES: &str = "IRAS_WORKLOAD_RETRIES";
-    /// `--expected`.
-    pub const EXPECTED: &str = "IRAS_WORKLOAD_EXPECTED";
-}
+use crate::{Config, Expected, Load, Observer, Record};
 
 /// Uploads a folder of images to the iras web tier and reports answers, errors, latency
 /// and accuracy.
@@ -54,11 +34,11 @@ pub mod env {
 #[command(name = "workload", version)]
 pub struct Cli {
     /// The web tier's upload URL.
-    #[arg(long, env = env::URL)]
+    #[arg(long, env = env::IRAS_WORKLOAD_URL)]
     pub url: String,
 
     /// Folder of images to upload: every non-hidden file, in name order.
-    #[arg(long = "image-folder", visible_alias = "image_folder", env = env::IMAGE_FOLDER)]
+    #[arg(long = "image-folder", visible_alias = "image_folder", env = env::IRAS_WORKLOAD_IMAGE_FOLDER)]
     pub image_folder: PathBuf,
 
     /// Number of requests (closed loop). Default: one per file in the folder. More
@@ -66,37 +46,37 @@ pub struct Cli {
     #[arg(
         long = "num-request",
         visible_alias = "num_request",
-        env = env::NUM_REQUEST,
+        env = env::IRAS_WORKLOAD_NUM_REQUEST,
         conflicts_with = "rate"
     )]
     pub num_request: Option<u64>,
 
     /// Most requests in flight at once.
-    #[arg(long, env = env::CONCURRENCY, default_value_t = NonZeroUsize::new(crate::DEFAULT_CONCURRENCY).unwrap_or(NonZeroUsize::MIN))]
+    #[arg(long, env = env::IRAS_WORKLOAD_CONCURRENCY, default_value_t = NonZeroUsize::new(crate::DEFAULT_CONCURRENCY).unwrap_or(NonZeroUsize::MIN))]
     pub concurrency: NonZeroUsize,
 
     /// Open loop: requests per second, evenly spaced, cycling through the images, for
     /// `--duration-secs`. Latency counts from when each request was due.
-    #[arg(long, env = env::RATE, requires = "duration_secs")]
+    #[arg(long, env = env::IRAS_WORKLOAD_RATE, requires = "duration_secs")]
     pub rate: Option<f64>,
 
     /// Open loop: how long requests keep arriving, seconds.
-    #[arg(long, env = env::DURATION_SECS, requires = "rate")]
+    #[arg(long, env = env::IRAS_WORKLOAD_DURATION_SECS, requires = "rate")]
     pub duration_secs: Option<u64>,
 
     /// Limit on each attempt, seconds (0: none). The web tier answers 504 after its own
     /// `--request-timeout-secs`; keep this longer to see those.
-    #[arg(long, env = env::TIMEOUT_SECS, default_value_t = 300)]
+    #[arg(long, env = env::IRAS_WORKLOAD_TIMEOUT_SECS, default_value_t = 300)]
     pub timeout_secs: u64,
 
     /// Retries of a request the server surely did not take on (connection refused, 503,
     /// 429); never of a timeout or a 504.
-    #[arg(long, env = env::RETRIES, default_value_t = 0)]
+    #[arg(long, env = env::IRAS_WORKLOAD_RETRIES, default_value_t = 0)]
     pub retries: u32,
 
     /// CSV of expected labels (`name,label`, name with or without extension) to score the
     /// answers against.
-    #[arg(long, env = env::EXPECTED)]
+    #[arg(long, env = env::IRAS_WORKLOAD_EXPECTED)]
     pub expected: Option<PathBuf>,
 
     /// Print the course generator's lines on stdout (`NAME uploaded!`,
@@ -138,9 +118,12 @@ impl Cli {
     }
 }
 
-/// Runs the command: reads the images, drives the load on its own runtime, prints, and
-/// maps the outcome to the exit status (see [`Cli`]).
-pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command until every request completed or `shutdown` resolves: reads the
+/// images, drives the load, prints, and maps the outcome to the exit status (see [`Cli`]).
+pub async fn run(
+    cli: Cli,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
     // Closed loop reads only the first N files, as the course did; an open loop cycles
     // through all of them.
     let limit = if cli.rate.is_some() {
@@ -169,16 +152,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         failed: AtomicU64::new(0),
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    let summary = runtime.block_on(crate::run_with(
-        &config,
-        images.into(),
-        observer,
-        iras_service::shutdown_signal(),
-    ))?;
+    let summary = crate::drive_with(&config, images.into(), observer, shutdown).await?;
     bar.finish_and_clear();
 
     let table = summary.table();

@@ -3,15 +3,15 @@
 //! came back: answers, failures by kind, throughput, latency percentiles and, given the
 //! expected labels, accuracy.
 //!
-//! - [`run`] / [`run_with`]: the load engine (closed loop or open-loop rate, bounded
+//! - [`drive`] / [`drive_with`]: the load engine (closed loop or open-loop rate, bounded
 //!   concurrency, safe retries), returning a [`Summary`] of [`Record`]s.
 //! - [`Summary`]: counts, failures by [`FailureClass`], latency, [`Accuracy`]; a table
 //!   ([`Summary::table`]) and JSON (`Serialize`).
 //! - [`report`]: the self-contained HTML report with SVG charts.
 //! - [`load_folder`], [`Expected`]: the images and the answer key.
-//! - [`cli`]: the `workload` command line.
+//! - [`cli`]: the `workload` command line ([`Cli`]) and [`run`], the binary's entry point.
 //!
-//! The decision a reader may question: a failed request is data, not an error. [`run`]
+//! The decision a reader may question: a failed request is data, not an error. [`drive`]
 //! only returns `Err` when the run cannot start; every request that fails — refused,
 //! reset, timed out, 4xx, 5xx, interrupted — becomes a [`RequestFailure`] in the summary,
 //! counted by kind and listed one by one, because the course's generator silently
@@ -49,7 +49,7 @@
 //! | `--no-progress` | off | no progress bar (it is only drawn when stderr is a terminal anyway) |
 //!
 //! Each flag except the last four also reads an `IRAS_WORKLOAD_*` variable (see
-//! [`cli::env`]). The summary table goes to stdout, or to stderr with `--json` or
+//! `iras_protocol::env`). The summary table goes to stdout, or to stderr with `--json` or
 //! `--course-output`, so stdout always carries exactly one format. Course output is
 //! opt-in rather than switched on when stdout is not a terminal: a script capturing the
 //! summary should get the same format as the person who tried the command first.
@@ -66,12 +66,12 @@ mod summary;
 pub mod cli;
 pub mod report;
 
-pub use cli::{Cli, main};
+pub use cli::{Cli, run};
 pub use error::WorkloadError;
 pub use input::{Expected, Image, load_folder};
 pub use run::{
     Config, DEFAULT_CONCURRENCY, FILE_FIELD, FailureClass, Load, MAX_RETRY_PAUSE, Observer, Quiet,
-    Record, RequestFailure, run, run_with,
+    Record, RequestFailure, drive, drive_with,
 };
 pub use summary::{
     Accuracy, FailedRequest, Latency, Summary, TABLE_LIST_LIMIT, WrongAnswer, percentile,

@@ -1,12 +1,6 @@
-//! The `workload` binary: parses the command line and hands off to [`iras_workload::main`]
-//! (the load engine, summary and report live in the library).
+//! The `workload` binary: [`iras_service::main`] parses [`iras_workload::Cli`] and runs
+//! [`iras_workload::run`] until every request completed (or Ctrl-C stops sending).
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let cli = iras_workload::Cli::parse();
-    iras_service::init_tracing("warn");
-    iras_service::exit_code("workload", iras_workload::main(cli))
+fn main() -> std::process::ExitCode {
+    iras_service::main("warn", iras_workload::run)
 }

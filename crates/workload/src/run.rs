@@ -229,8 +229,8 @@ impl Observer for Quiet {
 
 /// Runs the workload to completion and summarises it: the simple entry point for tests
 /// and other commands (no observer, no interruption).
-pub async fn run(config: &Config, images: &[Image]) -> Result<Summary, WorkloadError> {
-    run_with(
+pub async fn drive(config: &Config, images: &[Image]) -> Result<Summary, WorkloadError> {
+    drive_with(
         config,
         images.to_vec().into(),
         Arc::new(Quiet),
@@ -245,7 +245,7 @@ pub async fn run(config: &Config, images: &[Image]) -> Result<Summary, WorkloadE
 /// never sent are the difference between `planned` and `sent` in the summary.
 ///
 /// Images are used in order and cycled when the load has more requests than images.
-pub async fn run_with(
+pub async fn drive_with(
     config: &Config,
     images: Arc<[Image]>,
     observer: Arc<dyn Observer>,

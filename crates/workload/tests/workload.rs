@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
 use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
 use iras_workload::{Config, Expected, FailureClass, Image, Load};
 use tokio::task::JoinHandle;
@@ -29,7 +29,7 @@ struct Web {
 
 impl Web {
     async fn start(state: &Path) -> Self {
-        let args = iras_web_tier::WebArgs::try_parse_from([
+        let args = iras_web_tier::Cli::try_parse_from([
             "web-tier",
             "--state-dir",
             state.to_str().unwrap(),
@@ -72,7 +72,7 @@ impl Web {
 fn echo_worker(state: &Path) -> JoinHandle<()> {
     let state = state.to_owned();
     tokio::spawn(async move {
-        let cloud = Cloud::connect(&CloudArgs::local(&state)).await.unwrap();
+        let cloud = Cloud::open_local(&state).await.unwrap();
         let requests = cloud.queue("iras-requests").await.unwrap();
         let input = cloud.bucket("iras-input").await.unwrap();
         loop {
@@ -207,10 +207,13 @@ async fn closed_port() -> String {
 }
 
 async fn run(config: &Config, images: &[Image]) -> iras_workload::Summary {
-    tokio::time::timeout(Duration::from_secs(60), iras_workload::run(config, images))
-        .await
-        .expect("the run finishes")
-        .unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        iras_workload::drive(config, images),
+    )
+    .await
+    .expect("the run finishes")
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +436,7 @@ async fn an_interrupted_run_counts_what_was_in_flight_and_what_was_never_sent() 
     let seen = Arc::new(Counter(AtomicU32::new(0)));
     let s = tokio::time::timeout(
         Duration::from_secs(20),
-        iras_workload::run_with(
+        iras_workload::drive_with(
             &config,
             named(&["ok.png", "slow-1.png", "slow-2.png"]).into(),
             seen.clone(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, ReceiveOptions};
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
 use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
 use tokio::task::JoinHandle;
 
@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 pub(crate) fn echo_worker(state: &std::path::Path) -> JoinHandle<()> {
     let state = state.to_owned();
     tokio::spawn(async move {
-        let cloud = Cloud::connect(&CloudArgs::local(&state)).await.unwrap();
+        let cloud = Cloud::open_local(&state).await.unwrap();
         let requests = cloud.queue("iras-requests").await.unwrap();
         let input = cloud.bucket("iras-input").await.unwrap();
         loop {

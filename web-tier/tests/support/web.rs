@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use iras_web_tier::WebArgs;
+use iras_web_tier::Cli;
 use tokio::task::JoinHandle;
 
 /// A running web tier.
@@ -19,7 +19,7 @@ pub(crate) struct Web {
 impl Web {
     /// Serves `args` (and the internal endpoint on `internal`, if given) and waits until
     /// `/healthz` answers (provisioning happens before the socket serves).
-    pub(crate) async fn serve(args: WebArgs, internal: Option<tokio::net::TcpListener>) -> Self {
+    pub(crate) async fn serve(args: Cli, internal: Option<tokio::net::TcpListener>) -> Self {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = http.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -23,10 +23,10 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::env;
 use crate::error::{CloudError, Result};
 use crate::fleet::{Fleet, Instance, InstanceState, Launched, free_ordinals};
 use crate::spec::{FleetSpec, LocalLaunch};
+use iras_protocol::env;
 
 /// Terminated records are kept this long (EC2 lists terminated instances for a while too).
 const KEEP_TERMINATED: Duration = Duration::from_secs(600);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use iras_cloud::{BackendKind, Cloud, CloudArgs, FleetSpec, StackSpec};
+use iras_cloud::{BackendKind, Cloud, FleetSpec, StackSpec};
 
 /// The environment variable naming the moto endpoint for the aws variants.
 pub(crate) const AWS_ENDPOINT_VAR: &str = "IRAS_TEST_AWS_ENDPOINT";
@@ -21,7 +21,7 @@ pub(crate) struct TestEnv {
 impl TestEnv {
     pub(crate) async fn local() -> Self {
         let state = tempfile::tempdir().expect("temp dir");
-        let cloud = Cloud::connect(&CloudArgs::local(state.path()))
+        let cloud = Cloud::open_local(state.path())
             .await
             .expect("local backend");
         Self {
@@ -44,13 +44,7 @@ impl TestEnv {
             std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
             "AWS_ACCESS_KEY_ID is not set: run the aws conformance tests through scripts/test"
         );
-        let args = CloudArgs {
-            backend: BackendKind::Aws,
-            state_dir: PathBuf::from("/nonexistent"),
-            aws_endpoint_url: Some(endpoint),
-            aws_region: Some("us-east-1".into()),
-        };
-        let cloud = Cloud::connect(&args)
+        let cloud = Cloud::connect_aws(Some(&endpoint), Some("us-east-1"))
             .await
             .expect("aws backend against moto");
         Self {

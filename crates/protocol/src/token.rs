@@ -1,4 +1,4 @@
-//! The shared secret the standalone listener presents to the web tier.
+//! The shared secret the standalone listener presents to the web tier's internal endpoints.
 
 use std::fmt;
 

@@ -719,11 +719,9 @@ mod tests {
     /// A real (local, SQLite) request queue holding `n` messages.
     async fn queue_with(n: usize) -> (tempfile::TempDir, Arc<dyn Queue>) {
         let dir = tempfile::tempdir().unwrap();
-        let cloud = Cloud::connect(&iras_cloud::CloudArgs::local(dir.path()))
-            .await
-            .unwrap();
-        let stack = iras_cloud::StackArgs::default();
-        stack.ensure(&cloud).await.unwrap();
+        let cloud = Cloud::open_local(dir.path()).await.unwrap();
+        let stack = iras_cloud::StackSpec::default();
+        cloud.provision(&stack).await.unwrap();
         let queue = cloud.queue(&stack.request_queue).await.unwrap();
         for i in 0..n {
             queue

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iras_cloud::{Cloud, CloudArgs, OutgoingMessage, StackArgs};
-use iras_listener::{BatchReport, Delivery, DeliveryError, ListenerOptions, ResultSink};
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions, StackSpec};
+use iras_delivery::{BatchReport, Delivery, DeliveryError, ResultSink};
 use iras_protocol::{FileName, Outcome, RequestId, ResponseMessage, Timings};
 
 /// Takes results whose file name starts with `ok`, records the rest, fails on `down`.
@@ -47,10 +47,8 @@ fn body(name: &str) -> String {
 #[tokio::test]
 async fn deletes_what_the_sink_took_and_leaves_the_rest() {
     let state = tempfile::tempdir().unwrap();
-    let cloud = Cloud::connect(&CloudArgs::local(state.path()))
-        .await
-        .unwrap();
-    cloud.provision(&StackArgs::default().spec()).await.unwrap();
+    let cloud = Cloud::open_local(state.path()).await.unwrap();
+    cloud.provision(&StackSpec::default()).await.unwrap();
     let queue = cloud.queue("iras-responses").await.unwrap();
     for b in [
         body("ok.jpg"),
@@ -61,12 +59,12 @@ async fn deletes_what_the_sink_took_and_leaves_the_rest() {
         queue.send(OutgoingMessage::new(b)).await.unwrap();
     }
     let sink = Sink::default();
-    let options = ListenerOptions {
-        wait_secs: 0,
-        visibility_timeout_secs: 2,
-        ..Default::default()
+    let options = ReceiveOptions {
+        max_messages: 10,
+        wait: Duration::ZERO,
+        visibility_timeout: Some(Duration::from_secs(2)),
     };
-    let report = iras_listener::run_once(queue.as_ref(), &sink, &options)
+    let report = iras_delivery::run_once(queue.as_ref(), &sink, options)
         .await
         .unwrap();
     assert_eq!(

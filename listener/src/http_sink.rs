@@ -1,88 +1,17 @@
-//! Where the listener hands results: the [`ResultSink`] trait, and [`HttpSink`], the sink of
-//! the split deployment that posts each result to the web tier's loopback-only endpoint.
-//!
-//! The endpoints' contract, shared with the web tier (which serves them), both with
-//! `Authorization: Bearer <token>` (a wrong one is `401`):
-//! - `GET {base}`[`REPLY_QUEUE_PATH`]: `200` with a [`ReplyQueueReply`], the queue the
-//!   web tier's results come back on (its own, made at its start), which is the queue the
-//!   listener polls;
-//! - `POST {base}`[`DELIVERY_PATH`] with the response message's wire JSON as the body: `200`
-//!   with a [`DeliveryReply`].
+//! [`HttpSink`]: the split deployment's sink, which posts each result to the web tier's
+//! loopback-only delivery endpoint with the shared token, and asks the web tier which queue
+//! to poll. The endpoints' contract is `iras_protocol::internal`, shared with the web tier
+//! that serves them.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use iras_delivery::{DeliveryError, ResultSink};
 use iras_protocol::ResponseMessage;
-use serde::{Deserialize, Serialize};
-
-use crate::token::Token;
-
-/// Path of the web tier's delivery endpoint.
-pub const DELIVERY_PATH: &str = "/internal/results";
-/// Path of the web tier's endpoint that names its reply queue.
-pub const REPLY_QUEUE_PATH: &str = "/internal/reply-queue";
-
-/// The reply-queue endpoint's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplyQueueReply {
-    /// The queue (name, or URL on AWS) the web tier's requests name as their reply-to.
-    pub reply_queue: String,
-}
-
-/// What became of a delivered result. Either way the response may be deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// A waiting HTTP request got it.
-    Delivered,
-    /// Nobody was waiting (timed out, duplicate, or another web tier's request); it was
-    /// recorded for `GET /results/{id}`, and the output bucket has it anyway.
-    Recorded,
-}
-
-/// The delivery endpoint's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryReply {
-    /// What the web tier did with the result.
-    pub delivery: Delivery,
-}
-
-/// Why a result could not be handed over; the response stays on the queue and comes back.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The web tier could not be reached or did not answer in time.
-    #[error("web tier unreachable at {url}: {source}")]
-    Unreachable {
-        /// The endpoint.
-        url: String,
-        /// The transport error.
-        source: reqwest::Error,
-    },
-    /// The web tier refused the delivery.
-    #[error("web tier at {url} answered {status}: {body}")]
-    Refused {
-        /// The endpoint.
-        url: String,
-        /// Its status.
-        status: u16,
-        /// Its one-line reason.
-        body: String,
-    },
-    /// The result could not be encoded (a score that is not a finite number).
-    #[error("encoding the result: {0}")]
-    Encode(#[from] iras_protocol::ProtocolError),
-    /// The sink is closed (the web tier is shutting down).
-    #[error("the result sink is closed")]
-    Closed,
-}
-
-/// Takes results from the listener.
-#[async_trait]
-pub trait ResultSink: Send + Sync {
-    /// Hands over one result. `Ok` means the response may be deleted from the queue.
-    async fn deliver(&self, response: &ResponseMessage) -> Result<Delivery, DeliveryError>;
-}
+use iras_protocol::internal::{
+    DELIVERY_PATH, Delivery, DeliveryReply, REPLY_QUEUE_PATH, ReplyQueueReply, Token,
+};
 
 /// Posts results to a web tier over loopback HTTP with a shared token.
 #[derive(Debug, Clone)]
@@ -189,9 +118,9 @@ pub fn is_loopback_host(host: &str) -> bool {
 #[async_trait]
 impl ResultSink for HttpSink {
     async fn deliver(&self, response: &ResponseMessage) -> Result<Delivery, DeliveryError> {
-        let unreachable = |source| DeliveryError::Unreachable {
+        let unreachable = |source: reqwest::Error| DeliveryError::Unreachable {
             url: self.url.clone(),
-            source,
+            source: Box::new(source),
         };
         let reply = self
             .client

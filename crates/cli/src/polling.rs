@@ -1,0 +1,46 @@
+//! How the response loop polls: the same flags for the web tier's embedded listener and for
+//! the standalone `listener`.
+
+use std::time::Duration;
+
+use iras_cloud::ReceiveOptions;
+use iras_protocol::env;
+
+/// The response loop's polling flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct ListenerPolling {
+    /// Responses taken per receive (1–10).
+    #[arg(long = "listener-batch-size", env = env::IRAS_LISTENER_BATCH_SIZE, default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub batch_size: u8,
+    /// Long-poll wait per receive, in seconds (SQS's maximum is 20).
+    #[arg(long = "listener-wait-secs", env = env::IRAS_LISTENER_WAIT_SECS, default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub wait_secs: u64,
+    /// How long a received response stays hidden, in seconds: if it could not be handed
+    /// over (web tier down), it comes back after this long.
+    #[arg(long = "listener-visibility-timeout-secs", env = env::IRAS_LISTENER_VISIBILITY_TIMEOUT_SECS,
+          default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=43_200))]
+    pub visibility_timeout_secs: u64,
+}
+
+impl Default for ListenerPolling {
+    fn default() -> Self {
+        Self {
+            batch_size: 10,
+            wait_secs: 20,
+            visibility_timeout_secs: 30,
+        }
+    }
+}
+
+impl ListenerPolling {
+    /// What each receive asks for.
+    pub fn receive_options(&self) -> ReceiveOptions {
+        ReceiveOptions {
+            max_messages: usize::from(self.batch_size),
+            wait: Duration::from_secs(self.wait_secs),
+            visibility_timeout: Some(Duration::from_secs(self.visibility_timeout_secs)),
+        }
+    }
+}
