@@ -16,16 +16,15 @@ use reqwest::multipart::{Form, Part};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use iras_testkit::echo::local_echo_worker as echo_worker;
+use iras_testkit::web::Web;
 use support::bomb::{BOMB_SIDE, png_bomb};
-use support::echo::echo_worker;
-use support::web::Web;
 
-impl Web {
-    async fn start(state: &std::path::Path, extra: &[&str]) -> Self {
-        let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
-        argv.extend_from_slice(extra);
-        Self::serve(Cli::try_parse_from(argv).unwrap(), None).await
-    }
+/// A web tier on the local stack in `state`, with `extra` flags.
+async fn start_web(state: &std::path::Path, extra: &[&str]) -> Web {
+    let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
+    argv.extend_from_slice(extra);
+    Web::serve(Cli::try_parse_from(argv).unwrap(), None).await
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -66,7 +65,7 @@ async fn bombs_get_413_with_a_reason_while_normal_uploads_succeed() {
         bomb.len()
     );
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path(), &[]).await;
+    let web = start_web(state.path(), &[]).await;
 
     // Nothing is queued for a bomb: checked before a worker runs.
     let r = upload(&web.url, "bomb.png", bomb.clone()).await;
@@ -162,7 +161,7 @@ async fn closed_by_server(mut s: TcpStream, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_block_uploads_and_are_closed_after_the_header_timeout() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path(), &["--header-timeout-secs", "2"]).await;
+    let web = start_web(state.path(), &["--header-timeout-secs", "2"]).await;
     let worker = echo_worker(state.path());
     let held = slowloris(web.addr, 500).await;
 
@@ -189,7 +188,7 @@ async fn slowloris_connections_do_not_block_uploads_and_are_closed_after_the_hea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_limit_new_connections_wait_for_a_free_one() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(
+    let web = start_web(
         state.path(),
         &["--header-timeout-secs", "2", "--max-connections", "8"],
     )
@@ -217,7 +216,7 @@ async fn beyond_the_connection_limit_new_connections_wait_for_a_free_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_arriving_gets_a_408_with_a_reason() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path(), &["--body-timeout-secs", "1"]).await;
+    let web = start_web(state.path(), &["--body-timeout-secs", "1"]).await;
     let mut s = TcpStream::connect(web.addr).await.unwrap();
     let head = "POST / HTTP/1.1\r\nHost: localhost\r\n\
         Content-Type: multipart/form-data; boundary=XYZ\r\nContent-Length: 100000\r\n\r\n\

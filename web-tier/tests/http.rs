@@ -5,39 +5,34 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-#[path = "support/echo.rs"]
-mod echo;
-#[path = "support/web.rs"]
-mod web;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use echo::echo_worker;
 use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
 use iras_protocol::internal::{
     DELIVERY_PATH, Delivery, DeliveryReply, REPLY_QUEUE_PATH, ReplyQueueReply,
 };
 use iras_protocol::{ErrorKind, Outcome, RequestMessage, ResponseMessage, Timings};
+use iras_testkit::echo::local_echo_worker as echo_worker;
+use iras_testkit::web::Web;
 use iras_web_tier::Cli;
 use reqwest::multipart::{Form, Part};
-use web::Web;
 
-impl Web {
-    async fn start(state: &std::path::Path, extra: &[&str]) -> Self {
-        Self::start_with(state, extra, None).await
-    }
+/// A web tier on the local stack in `state`, with `extra` flags.
+async fn start_web(state: &std::path::Path, extra: &[&str]) -> Web {
+    start_web_with(state, extra, None).await
+}
 
-    async fn start_with(
-        state: &std::path::Path,
-        extra: &[&str],
-        internal: Option<tokio::net::TcpListener>,
-    ) -> Self {
-        let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
-        argv.extend_from_slice(extra);
-        Self::serve(Cli::try_parse_from(argv).unwrap(), internal).await
-    }
+/// [`start_web`], with the internal endpoint on `internal`.
+async fn start_web_with(
+    state: &std::path::Path,
+    extra: &[&str],
+    internal: Option<tokio::net::TcpListener>,
+) -> Web {
+    let mut argv = vec!["web-tier", "--state-dir", state.to_str().unwrap()];
+    argv.extend_from_slice(extra);
+    Web::serve(Cli::try_parse_from(argv).unwrap(), internal).await
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -109,7 +104,7 @@ async fn metrics(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_get_a_4xx_with_a_reason_and_nothing_is_queued() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(
+    let web = start_web(
         state.path(),
         &["--max-image-bytes", "60000", "--max-image-pixels", "10000"],
     )
@@ -204,7 +199,7 @@ async fn bad_uploads_get_a_4xx_with_a_reason_and_nothing_is_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_with_the_bare_label_or_json_inline_and_by_claim_check() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path(), &[]).await;
+    let web = start_web(state.path(), &[]).await;
     let worker = echo_worker(state.path());
 
     // The course's form: field `myfile`, answer is the bare label.
@@ -273,7 +268,7 @@ async fn answers_with_the_bare_label_or_json_inline_and_by_claim_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_is_bounded_and_a_timed_out_request_is_fetched_by_id_later() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(
+    let web = start_web(
         state.path(),
         &["--max-waiting", "1", "--request-timeout-secs", "2"],
     )
@@ -341,7 +336,7 @@ async fn waiting_is_bounded_and_a_timed_out_request_is_fetched_by_id_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classify_error_is_a_422_with_its_kind() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path(), &[]).await;
+    let web = start_web(state.path(), &[]).await;
     let url = web.url.clone();
     let upload =
         tokio::spawn(async move { post(&url, form("myfile", "x.png", png(8, 8)), true).await });
@@ -382,7 +377,7 @@ async fn a_classify_error_is_a_422_with_its_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_waiting_request_finish() {
     let state = tempfile::tempdir().unwrap();
-    let mut web = Web::start(state.path(), &[]).await;
+    let mut web = start_web(state.path(), &[]).await;
     let url = web.url.clone();
     let upload =
         tokio::spawn(async move { post(&url, form("myfile", "late.png", png(8, 8)), false).await });
@@ -411,7 +406,7 @@ async fn the_standalone_listener_delivers_over_loopback_with_the_token() {
     let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let internal_addr: SocketAddr = internal.local_addr().unwrap();
     let addr = internal_addr.to_string();
-    let web = Web::start_with(
+    let web = start_web_with(
         state.path(),
         &[
             "--listener",
@@ -518,8 +513,8 @@ fn an_external_listener_needs_a_token_and_a_loopback_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_web_tiers_share_a_stack_without_taking_each_others_results() {
     let state = tempfile::tempdir().unwrap();
-    let first = Web::start(state.path(), &["--web-id", "first"]).await;
-    let second = Web::start(state.path(), &[]).await;
+    let first = start_web(state.path(), &["--web-id", "first"]).await;
+    let second = start_web(state.path(), &[]).await;
     let worker = echo_worker(state.path());
     let mut uploads = tokio::task::JoinSet::new();
     for i in 0..40 {

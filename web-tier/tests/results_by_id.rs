@@ -10,122 +10,29 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-#[path = "support/web.rs"]
-mod web;
-
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cli::CloudArgs;
-use iras_cloud::{BackendKind, Cloud, OutgoingMessage, ReceiveOptions};
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
 use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
+use iras_testkit::TestStack;
+use iras_testkit::web::Web;
 use iras_web_tier::Cli;
 use reqwest::multipart::{Form, Part};
 use tokio::task::JoinHandle;
-use web::Web;
 
-/// One stack: its backend and its queue and bucket names.
-struct Stack {
-    cloud_args: CloudArgs,
-    names: [String; 4],
-    _state: Option<tempfile::TempDir>,
-}
+/// The stack under test: a local one or one on moto.
+type Stack = TestStack;
 
-impl Stack {
-    fn local() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        Self {
-            cloud_args: CloudArgs::local(state.path()),
-            names: [
-                "iras-requests".into(),
-                "iras-responses".into(),
-                "iras-input".into(),
-                "iras-output".into(),
-            ],
-            _state: Some(state),
-        }
-    }
-
-    fn aws() -> Self {
-        let endpoint = std::env::var("IRAS_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-            panic!("IRAS_TEST_AWS_ENDPOINT is not set: run the aws tests through scripts/test")
-        });
-        assert!(
-            std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
-            "AWS_ACCESS_KEY_ID is not set: run the aws tests through scripts/test"
-        );
-        let id = uuid_prefix();
-        Self {
-            cloud_args: CloudArgs {
-                backend: BackendKind::Aws,
-                state_dir: PathBuf::from("/nonexistent"),
-                aws_endpoint_url: Some(endpoint),
-                aws_region: Some("us-east-1".into()),
-            },
-            names: [
-                format!("{id}-req"),
-                format!("{id}-resp"),
-                format!("{id}-in"),
-                format!("{id}-out"),
-            ],
-            _state: None,
-        }
-    }
-
-    fn web_argv(&self) -> Vec<String> {
-        let mut argv: Vec<String> = vec!["web-tier".into()];
-        match self.cloud_args.backend {
-            BackendKind::Local => {
-                argv.extend([
-                    "--state-dir".into(),
-                    self.cloud_args.state_dir.display().to_string(),
-                ]);
-            }
-            BackendKind::Aws => {
-                argv.extend([
-                    "--backend".into(),
-                    "aws".into(),
-                    "--aws-endpoint-url".into(),
-                    self.cloud_args.aws_endpoint_url.clone().unwrap(),
-                    "--aws-region".into(),
-                    "us-east-1".into(),
-                    "--provision".into(),
-                    "always".into(),
-                ]);
-            }
-        }
-        let [req, resp, input, output] = &self.names;
-        for (flag, value) in [
-            ("--request-queue", req),
-            ("--response-queue", resp),
-            ("--input-bucket", input),
-            ("--output-bucket", output),
-        ] {
-            argv.extend([flag.into(), value.clone()]);
-        }
-        argv.extend(["--listener-wait-secs".into(), "1".into()]);
-        argv
-    }
-
-    async fn cloud(&self) -> Cloud {
-        self.cloud_args.connect().await.unwrap()
-    }
-}
-
-fn uuid_prefix() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("w{}", &id[..12])
-}
-
-impl Web {
-    async fn start(stack: &Stack, extra: &[&str]) -> Self {
-        let mut argv = stack.web_argv();
-        argv.extend(extra.iter().map(|s| (*s).to_owned()));
-        Self::serve(Cli::try_parse_from(argv).unwrap(), None).await
-    }
+/// A web tier on `stack`, with `extra` flags.
+async fn start_web(stack: &Stack, extra: &[&str]) -> Web {
+    let mut argv = vec!["web-tier".to_owned()];
+    argv.extend(stack.flags());
+    argv.extend(["--listener-wait-secs".to_owned(), "1".to_owned()]);
+    argv.extend(extra.iter().map(|s| (*s).to_owned()));
+    Web::serve(Cli::try_parse_from(argv).unwrap(), None).await
 }
 
 /// A PNG whose encoded size grows with `width`: the echo worker's label.
@@ -150,7 +57,11 @@ struct Echo {
 
 impl Echo {
     fn start(cloud: Cloud, stack: &Stack, delay: Duration) -> Self {
-        let [req, _, input, output] = stack.names.clone();
+        let (req, input, output) = (
+            stack.spec.request_queue.clone(),
+            stack.spec.input_bucket.clone(),
+            stack.spec.output_bucket.clone(),
+        );
         let received = Arc::new(AtomicUsize::new(0));
         let count = received.clone();
         let handle = tokio::spawn(async move {
@@ -253,8 +164,8 @@ async fn result_json(url: &str, id: &str) -> (reqwest::StatusCode, serde_json::V
 /// Two uploads named `test_0.png` share the graded `test_0` object, but each id gets its
 /// own label.
 async fn same_file_name_gets_its_own_label_by_id(stack: Stack) {
-    let web = Web::start(&stack, &[]).await;
-    let _echo = Echo::start(stack.cloud().await, &stack, Duration::ZERO);
+    let web = start_web(&stack, &[]).await;
+    let _echo = Echo::start(stack.cloud.clone(), &stack, Duration::ZERO);
     let (a, b) = (png(16), png(64));
     let (label_a, label_b) = (label_of(&a), label_of(&b));
     assert_ne!(label_a, label_b);
@@ -270,14 +181,19 @@ async fn same_file_name_gets_its_own_label_by_id(stack: Stack) {
     }
     web.stop().await;
     // After a restart (nothing in memory) the same, from the id-keyed objects.
-    let web = Web::start(&stack, &[]).await;
+    let web = start_web(&stack, &[]).await;
     for (r, label) in [(&ra, &label_a), (&rb, &label_b)] {
         let (status, got) = result_json(&web.url, r["id"].as_str().unwrap()).await;
         assert_eq!(status, 200);
         assert_eq!(got["label"], label.as_str(), "{got}");
     }
     // The graded layout is untouched: one `test_0` object, the later write's label.
-    let output = stack.cloud().await.bucket(&stack.names[3]).await.unwrap();
+    let output = stack
+        .cloud
+        .clone()
+        .bucket(&stack.spec.output_bucket)
+        .await
+        .unwrap();
     assert_eq!(
         output.get("test_0").await.unwrap(),
         format!("(test_0, {label_b})").into_bytes()
@@ -288,7 +204,7 @@ async fn same_file_name_gets_its_own_label_by_id(stack: Stack) {
 /// A result is found by id after a restart, a result nobody fetched in time too; an
 /// unknown id is a 404 and a malformed one a 400.
 async fn result_by_id_after_a_restart(stack: Stack) {
-    let web = Web::start(&stack, &["--request-timeout-secs", "1"]).await;
+    let web = start_web(&stack, &["--request-timeout-secs", "1"]).await;
     // The worker starts late, so the upload times out first (504 with its id).
     let r = upload(&web.url, "late.png", png(20), None).await;
     assert_eq!(r.status(), 504);
@@ -297,8 +213,8 @@ async fn result_by_id_after_a_restart(stack: Stack) {
     assert_eq!(status, 202, "queued here, not answered yet");
     web.stop().await;
 
-    let echo = Echo::start(stack.cloud().await, &stack, Duration::ZERO);
-    let web = Web::start(&stack, &[]).await;
+    let echo = Echo::start(stack.cloud.clone(), &stack, Duration::ZERO);
+    let web = start_web(&stack, &[]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let got = loop {
         let (status, got) = result_json(&web.url, &id).await;
@@ -325,8 +241,8 @@ async fn result_by_id_after_a_restart(stack: Stack) {
 /// Retries with one `Idempotency-Key`: concurrent ones join, later ones (on this web tier
 /// or after a restart) are answered from the result; the image is classified once.
 async fn a_retried_upload_is_classified_once(stack: Stack) {
-    let web = Web::start(&stack, &[]).await;
-    let echo = Echo::start(stack.cloud().await, &stack, Duration::from_millis(1500));
+    let web = start_web(&stack, &[]).await;
+    let echo = Echo::start(stack.cloud.clone(), &stack, Duration::from_millis(1500));
     let key = "4f0c6e1e-6a51-4c44-9e7a-8d1c2b3a4f50";
     let image = png(24);
     let label = label_of(&image);
@@ -368,7 +284,7 @@ async fn a_retried_upload_is_classified_once(stack: Stack) {
     web.stop().await;
 
     // After a restart: from the stored result.
-    let web = Web::start(&stack, &[]).await;
+    let web = start_web(&stack, &[]).await;
     let r = upload(&web.url, "retry.png", image.clone(), Some(key)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(json_of(r).await["label"], label.as_str());
@@ -381,14 +297,14 @@ async fn a_retried_upload_is_classified_once(stack: Stack) {
 
 /// Under the file-name scheme the stem `results` is reserved for the id-keyed objects.
 async fn the_results_stem_is_reserved(stack: Stack) {
-    let web = Web::start(&stack, &[]).await;
+    let web = start_web(&stack, &[]).await;
     let r = upload(&web.url, "results.png", png(8), None).await;
     assert_eq!(r.status(), 400);
     assert_eq!(json_of(r).await["error"], "reserved_file_name");
     web.stop().await;
     // Under the request-id scheme the name is just a name.
-    let web = Web::start(&stack, &["--key-scheme", "request-id"]).await;
-    let _echo = Echo::start(stack.cloud().await, &stack, Duration::ZERO);
+    let web = start_web(&stack, &["--key-scheme", "request-id"]).await;
+    let _echo = Echo::start(stack.cloud.clone(), &stack, Duration::ZERO);
     let r = upload(&web.url, "results.png", png(8), None).await;
     assert_eq!(r.status(), 200);
     web.stop().await;
@@ -400,7 +316,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::Stack::local()).await;
+                    super::$test(super::Stack::local().await).await;
                 }
             )*
         }
@@ -408,7 +324,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::Stack::aws()).await;
+                    super::$test(super::Stack::aws().await).await;
                 }
             )*
         }

@@ -15,110 +15,21 @@ use std::time::Duration;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
-use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
-use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
+use iras_testkit::echo::local_echo_worker as echo_worker;
+use iras_testkit::web::Web;
 use iras_workload::{Config, Expected, FailureClass, Image, Load};
-use tokio::task::JoinHandle;
 
-/// A production web tier on an ephemeral loopback port, stopped on drop of `stop`.
-struct Web {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Web {
-    async fn start(state: &Path) -> Self {
-        let args = iras_web_tier::Cli::try_parse_from([
-            "web-tier",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-        .unwrap();
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", http.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(iras_web_tier::serve(args, http, None, async {
-            let _ = stopped.await;
-        }));
-        let web = Self {
-            url,
-            stop: Some(stop),
-            handle,
-        };
-        for _ in 0..200 {
-            if let Ok(r) = reqwest::get(format!("{}healthz", web.url)).await
-                && r.status().is_success()
-            {
-                return web;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("web tier did not come up");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("web tier stops")
-            .unwrap()
+/// A web tier on the local stack in `state`.
+async fn start_web(state: &Path) -> Web {
+    let cli =
+        iras_web_tier::Cli::try_parse_from(["web-tier", "--state-dir", state.to_str().unwrap()])
             .unwrap();
-    }
+    Web::serve(cli, None).await
 }
 
-/// Answers every queued request with `label-of-<stem>`, as the app tier would answer
-/// with the model's label.
-fn echo_worker(state: &Path) -> JoinHandle<()> {
-    let state = state.to_owned();
-    tokio::spawn(async move {
-        let cloud = Cloud::open_local(&state).await.unwrap();
-        let requests = cloud.queue("iras-requests").await.unwrap();
-        let input = cloud.bucket("iras-input").await.unwrap();
-        loop {
-            let batch = requests
-                .receive(ReceiveOptions {
-                    max_messages: 10,
-                    wait: Duration::from_secs(1),
-                    visibility_timeout: Some(Duration::from_secs(30)),
-                })
-                .await
-                .unwrap();
-            for m in batch {
-                let req = RequestMessage::decode(&m.body).unwrap();
-                let bytes = match &req.image {
-                    ImagePayload::Inline { .. } => req.image.decode_inline().unwrap().unwrap(),
-                    ImagePayload::Claim { key } => input.get(key).await.unwrap(),
-                };
-                assert!(!bytes.is_empty());
-                let label = format!("label-of-{}", req.file_name.stem());
-                let outcome = Outcome::Label {
-                    label: label.clone(),
-                    score: 0.5,
-                    top_k: vec![Prediction {
-                        label,
-                        index: 0,
-                        score: 0.5,
-                    }],
-                };
-                let resp = ResponseMessage::new(
-                    req.id,
-                    req.file_name.clone(),
-                    outcome,
-                    "echo",
-                    Timings::default(),
-                );
-                cloud
-                    .queue(&req.reply_to)
-                    .await
-                    .unwrap()
-                    .send(OutgoingMessage::new(resp.encode().unwrap()))
-                    .await
-                    .unwrap();
-                requests.delete(&m.receipt).await.unwrap();
-            }
-        }
-    })
+/// The upload URL of `web` (the workload generator posts to `/`).
+fn upload_url(web: &Web) -> String {
+    format!("{}/", web.url)
 }
 
 fn png(seed: u32) -> Vec<u8> {
@@ -219,7 +130,7 @@ async fn run(config: &Config, images: &[Image]) -> iras_workload::Summary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_from_the_web_tier_are_scored_against_the_expected_labels() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path()).await;
+    let web = start_web(state.path()).await;
     let worker = echo_worker(state.path());
     let folder = image_folder(5);
     let images = iras_workload::load_folder(folder.path(), None).unwrap();
@@ -233,7 +144,7 @@ async fn answers_from_the_web_tier_are_scored_against_the_expected_labels() {
          img_02.png,label-of-img_02\nimg_03.png,tabby\n",
     )
     .unwrap();
-    let mut config = Config::new(&web.url, Load::Count(7)).unwrap();
+    let mut config = Config::new(&upload_url(&web), Load::Count(7)).unwrap();
     config.concurrency = 3.try_into().unwrap();
     config.expected = Some(Expected::load(&csv).unwrap());
     let s = run(&config, &images).await;
@@ -288,11 +199,11 @@ async fn answers_from_the_web_tier_are_scored_against_the_expected_labels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_sends_at_the_rate_for_the_duration() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path()).await;
+    let web = start_web(state.path()).await;
     let worker = echo_worker(state.path());
     let images = named(&["a.png", "b.png", "c.png"]);
     let config = Config::new(
-        &web.url,
+        &upload_url(&web),
         Load::Rate {
             per_sec: 10.0,
             duration: Duration::from_secs(1),
@@ -494,7 +405,7 @@ async fn workload(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_the_course_flags_and_prints_the_course_lines() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path()).await;
+    let web = start_web(state.path()).await;
     let worker = echo_worker(state.path());
     let folder = image_folder(5);
     let dir = folder.path().to_str().unwrap();
@@ -503,7 +414,7 @@ async fn the_binary_takes_the_course_flags_and_prints_the_course_lines() {
         "--num_request",
         "3",
         "--url",
-        &web.url,
+        &upload_url(&web),
         "--image_folder",
         dir,
         "--course-output",
@@ -527,7 +438,7 @@ async fn the_binary_takes_the_course_flags_and_prints_the_course_lines() {
     assert!(has_row(&stderr, "answered 3"), "{stderr}");
 
     // Without --course-output: the table on stdout.
-    let (code, stdout, _) = workload(&["--url", &web.url, "--image-folder", dir]).await;
+    let (code, stdout, _) = workload(&["--url", &upload_url(&web), "--image-folder", dir]).await;
     assert_eq!(code, 0);
     assert!(has_row(&stdout, "answered 5"), "{stdout}");
 
@@ -560,7 +471,7 @@ async fn the_binary_takes_the_course_flags_and_prints_the_course_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_writes_json_and_an_html_report() {
     let state = tempfile::tempdir().unwrap();
-    let web = Web::start(state.path()).await;
+    let web = start_web(state.path()).await;
     let worker = echo_worker(state.path());
     let folder = image_folder(4);
     let out = tempfile::tempdir().unwrap();
@@ -570,7 +481,7 @@ async fn the_binary_writes_json_and_an_html_report() {
 
     let (code, stdout, stderr) = workload(&[
         "--url",
-        &web.url,
+        &upload_url(&web),
         "--image-folder",
         folder.path().to_str().unwrap(),
         "--expected",

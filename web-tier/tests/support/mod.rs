@@ -1,6 +1,3 @@
-//! Helpers shared by the web tier's integration tests.
+//! Helpers only the web tier's hostile-input tests need (the rest is `iras-testkit`).
 
 pub(crate) mod bomb;
-#[allow(dead_code)] // not every test file starts an echo worker
-pub(crate) mod echo;
-pub(crate) mod web;

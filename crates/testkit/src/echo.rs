@@ -1,20 +1,40 @@
-//! A stand-in for the app tier, shared by the web tier's integration tests: answers every
-//! request with `label-of-<stem>` (the real model runs in the system tests).
+//! A stand-in for the app tier: answers every request with `label-of-<stem>`, reading claim
+//! checks from the input bucket as the app tier would, without the model. Tests of the web
+//! tier, the listener and the workload generator use it; the real model runs in the app
+//! tier's and the system tests.
 
 use std::time::Duration;
 
-use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
+use std::path::Path;
+
+use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions, StackSpec};
 use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
 use tokio::task::JoinHandle;
 
-/// Answers every request with `label-of-<stem>`, reading claim checks from the input
-/// bucket, as the app tier would (without the model).
-pub(crate) fn echo_worker(state: &std::path::Path) -> JoinHandle<()> {
+/// The label the echo worker gives a file with this stem.
+pub fn label_of(stem: &str) -> String {
+    format!("label-of-{stem}")
+}
+
+/// Starts the echo worker on the local stack with the default names in `state`; abort the
+/// handle to stop it.
+pub fn local_echo_worker(state: &Path) -> JoinHandle<()> {
     let state = state.to_owned();
     tokio::spawn(async move {
         let cloud = Cloud::open_local(&state).await.unwrap();
-        let requests = cloud.queue("iras-requests").await.unwrap();
-        let input = cloud.bucket("iras-input").await.unwrap();
+        echo(cloud, StackSpec::default()).await;
+    })
+}
+
+/// Starts the echo worker on `stack`'s request queue; abort the handle to stop it.
+pub fn echo_worker(stack: &crate::TestStack) -> JoinHandle<()> {
+    tokio::spawn(echo(stack.cloud.clone(), stack.spec.clone()))
+}
+
+async fn echo(cloud: Cloud, spec: StackSpec) {
+    let requests = cloud.queue(&spec.request_queue).await.unwrap();
+    let input = cloud.bucket(&spec.input_bucket).await.unwrap();
+    {
         loop {
             let batch = requests
                 .receive(ReceiveOptions {
@@ -31,7 +51,7 @@ pub(crate) fn echo_worker(state: &std::path::Path) -> JoinHandle<()> {
                     ImagePayload::Claim { key } => input.get(key).await.unwrap(),
                 };
                 assert!(!bytes.is_empty());
-                let label = format!("label-of-{}", req.file_name.stem());
+                let label = label_of(req.file_name.stem());
                 let outcome = Outcome::Label {
                     label: label.clone(),
                     score: 0.5,
@@ -56,5 +76,5 @@ pub(crate) fn echo_worker(state: &std::path::Path) -> JoinHandle<()> {
                 requests.delete(&m.receipt).await.unwrap();
             }
         }
-    })
+    }
 }

@@ -1,0 +1,104 @@
+//! A provisioned stack on either backend, and the flags a tier needs to join it.
+
+use std::path::Path;
+
+use iras_cloud::{BackendKind, Cloud, StackSpec};
+
+/// A stack under test: its cloud, its names, and (local) the state directory it lives in,
+/// removed when the stack is dropped.
+pub struct TestStack {
+    /// The backend, connected.
+    pub cloud: Cloud,
+    /// Its queue and bucket names.
+    pub spec: StackSpec,
+    state: Option<tempfile::TempDir>,
+}
+
+impl TestStack {
+    /// The local backend in a fresh temporary state directory, with every tier's default
+    /// names, provisioned.
+    pub async fn local() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let cloud = Cloud::open_local(state.path()).await.unwrap();
+        Self::provisioned(cloud, StackSpec::default(), Some(state)).await
+    }
+
+    /// The AWS backend on the moto server, with names unique to this stack (tests share the
+    /// server), provisioned.
+    pub async fn aws() -> Self {
+        let cloud = crate::moto::connect().await;
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        let spec = StackSpec {
+            request_queue: format!("t{id}-req"),
+            response_queue: format!("t{id}-resp"),
+            input_bucket: format!("t{id}-in"),
+            output_bucket: format!("t{id}-out"),
+            ..StackSpec::default()
+        };
+        Self::provisioned(cloud, spec, None).await
+    }
+
+    /// [`local`](Self::local) or [`aws`](Self::aws).
+    pub async fn on(backend: BackendKind) -> Self {
+        match backend {
+            BackendKind::Local => Self::local().await,
+            BackendKind::Aws => Self::aws().await,
+        }
+    }
+
+    async fn provisioned(cloud: Cloud, spec: StackSpec, state: Option<tempfile::TempDir>) -> Self {
+        cloud.provision(&spec).await.unwrap();
+        Self { cloud, spec, state }
+    }
+
+    /// Which backend.
+    pub fn backend(&self) -> BackendKind {
+        self.cloud.kind()
+    }
+
+    /// The local backend's state directory (`None` on AWS).
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The flags that make a tier join this stack: the backend and where it is, and the
+    /// four names. The stack is provisioned already, so AWS tiers are told not to.
+    pub fn flags(&self) -> Vec<String> {
+        let mut flags: Vec<String> = match self.state_dir() {
+            Some(state) => vec!["--state-dir".into(), state.display().to_string()],
+            None => vec![
+                "--backend".into(),
+                "aws".into(),
+                "--aws-endpoint-url".into(),
+                crate::moto::endpoint(),
+                "--aws-region".into(),
+                crate::moto::REGION.into(),
+                "--provision".into(),
+                "never".into(),
+            ],
+        };
+        let spec = &self.spec;
+        for (flag, name) in [
+            ("--request-queue", &spec.request_queue),
+            ("--response-queue", &spec.response_queue),
+            ("--input-bucket", &spec.input_bucket),
+            ("--output-bucket", &spec.output_bucket),
+        ] {
+            flags.extend([flag.to_owned(), name.clone()]);
+        }
+        flags
+    }
+
+    /// The backend flags as `iras-cli` parses them, for code that takes the parsed form.
+    pub fn cloud_args(&self) -> iras_cli::CloudArgs {
+        match self.state_dir() {
+            Some(state) => iras_cli::CloudArgs::local(state),
+            None => iras_cli::CloudArgs {
+                backend: BackendKind::Aws,
+                state_dir: "/nonexistent".into(),
+                aws_endpoint_url: Some(crate::moto::endpoint()),
+                aws_region: Some(crate::moto::REGION.into()),
+            },
+        }
+    }
+}
