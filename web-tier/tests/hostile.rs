@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-mod support;
-
 use std::time::Duration;
 
 use clap::Parser;
@@ -16,9 +14,9 @@ use reqwest::multipart::{Form, Part};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use iras_testkit::bomb::{BOMB_SIDE, png_bomb};
 use iras_testkit::echo::local_echo_worker as echo_worker;
 use iras_testkit::web::Web;
-use support::bomb::{BOMB_SIDE, png_bomb};
 
 /// A web tier on the local stack in `state`, with `extra` flags.
 async fn start_web(state: &std::path::Path, extra: &[&str]) -> Web {

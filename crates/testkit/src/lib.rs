@@ -9,8 +9,9 @@
 //! - [`wait`]: [`eventually`], waiting on a condition with a deadline instead of sleeping.
 //! - [`echo`]: a stand-in app tier answering `label-of-<stem>`, for tests of everything
 //!   but the model.
-//! - [`web`]: the web tier served in-process on a listener bound to port 0.
+//! - `web` (feature `web`): the web tier served in-process on a listener bound to port 0.
 //! - [`photos`]: the golden photos and their expected labels (the model tests' assets).
+//! - [`bomb`]: a decompression bomb, for the hostile-input tests and the fault benchmark.
 //!
 //! The decision a reader may question: helpers panic instead of returning errors. A test
 //! helper's failure is the test's failure, and a panic with a message that says what to
@@ -19,12 +20,14 @@
 #![allow(clippy::unwrap_used)] // test support: a panic is the report
 #![allow(clippy::print_stderr)] // a spawned binary's log is passed through to the test output
 
+pub mod bomb;
 pub mod echo;
 pub mod moto;
 pub mod photos;
 pub mod process;
 pub mod stack;
 pub mod wait;
+#[cfg(feature = "web")]
 pub mod web;
 
 pub use stack::TestStack;

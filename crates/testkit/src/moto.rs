@@ -15,6 +15,8 @@ pub fn endpoint() -> String {
 
 /// The AWS backend on the moto server. Checks that credentials are set: moto accepts any,
 /// and `scripts/test` exports dummy ones so no real identity ever signs a test request.
+/// (This crate does not switch the cloud layer's `aws` feature on, so a benchmark built
+/// local-only stays small; the test suite's build has it through the tiers' defaults.)
 pub async fn connect() -> Cloud {
     assert!(
         std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),

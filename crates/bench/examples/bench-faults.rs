@@ -23,12 +23,6 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark: panics and prints are its report
 
-#[path = "support/mod.rs"]
-mod support;
-
-#[path = "../../web-tier/tests/support/bomb.rs"]
-mod bomb;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -230,7 +224,7 @@ impl Stack {
     }
 
     fn web_tier(args: &Args, state: &Path, port: u16, name: &str) -> Child {
-        support::spawn(
+        iras_bench::spawn(
             &args.web_tier,
             &[
                 "--listen".into(),
@@ -247,7 +241,7 @@ impl Stack {
     /// Starts an app tier; with `wait`, returns once it serves.
     async fn app_tier(args: &Args, state: &Path, name: &str, wait: bool) -> Child {
         let ready = state.join(format!("{name}.ready"));
-        let app = support::spawn(
+        let app = iras_bench::spawn(
             &args.app_tier,
             &["serve".into(), "--wait-secs".into(), "1".into()],
             state,
@@ -568,9 +562,10 @@ async fn two_web_tiers(s: &Stack) -> Row {
 async fn main() {
     let args = Args::parse();
     let mut s = Stack::start(args).await;
-    let bomb = tokio::task::spawn_blocking(|| bomb::png_bomb(bomb::BOMB_SIDE))
-        .await
-        .unwrap();
+    let bomb =
+        tokio::task::spawn_blocking(|| iras_testkit::bomb::png_bomb(iras_testkit::bomb::BOMB_SIDE))
+            .await
+            .unwrap();
     println!(
         "Machine: {} CPUs, load {}; bomb: {}×{} 16-bit RGBA PNG, {} bytes",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -580,8 +575,8 @@ async fn main() {
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
-        bomb::BOMB_SIDE,
-        bomb::BOMB_SIDE,
+        iras_testkit::bomb::BOMB_SIDE,
+        iras_testkit::bomb::BOMB_SIDE,
         bomb.len()
     );
     println!();

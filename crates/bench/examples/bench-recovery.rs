@@ -12,9 +12,6 @@
 //! timeouts. Run through `scripts/bench-recovery`, which builds the binaries.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,7 +70,7 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/");
-    let _web = support::spawn(
+    let _web = iras_bench::spawn(
         &args.web_tier,
         &["--listen".into(), format!("127.0.0.1:{port}")],
         state.path(),
@@ -90,7 +87,7 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let mut app = support::spawn(&args.app_tier, &app_args, state.path(), "app-tier-1", None);
+    let mut app = iras_bench::spawn(&args.app_tier, &app_args, state.path(), "app-tier-1", None);
     while reqwest::get(format!("{url}healthz")).await.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -110,7 +107,8 @@ async fn round(args: &Args, uploads: &[iras_workload::Image], timeout: u64) -> R
     app.start_kill().unwrap();
     app.wait().await.unwrap();
     let killed = Instant::now();
-    let _replacement = support::spawn(&args.app_tier, &app_args, state.path(), "app-tier-2", None);
+    let _replacement =
+        iras_bench::spawn(&args.app_tier, &app_args, state.path(), "app-tier-2", None);
     let summary = burst.await.unwrap().unwrap();
     let wall = started.elapsed();
     if summary.answered < uploads.len() as u64 {

@@ -14,9 +14,6 @@
 //! `scripts/bench-stack`, which builds the binaries.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -176,7 +173,7 @@ async fn main() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/");
-    let web = support::spawn(
+    let web = iras_bench::spawn(
         &args.web_tier,
         &["--listen".into(), format!("127.0.0.1:{port}")],
         state.path(),
@@ -190,7 +187,7 @@ async fn main() {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        app_tiers.push(support::spawn(
+        app_tiers.push(iras_bench::spawn(
             &args.app_tier,
             &argv,
             state.path(),

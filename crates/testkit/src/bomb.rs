@@ -1,13 +1,13 @@
 //! The decompression bomb of issue 13: a PNG of a few hundred KB that declares 6300×6300
 //! 16-bit RGBA (inside the 40 MP pixel limit) and inflates to 318 MB of zeros.
-//! Shared by the web tier's tests and `app-tier/examples/bench-faults.rs`.
+//! Shared by the web tier's hostile-input tests and the fault benchmark (`iras-bench`).
 
 /// Width and height of the bomb.
-pub(crate) const BOMB_SIDE: u32 = 6300;
+pub const BOMB_SIDE: u32 = 6300;
 
 /// Encodes an all-zero 16-bit RGBA PNG of `side`×`side`, row by row (the encoder never holds
 /// the whole image), with the strongest zlib level.
-pub(crate) fn png_bomb(side: u32) -> Vec<u8> {
+pub fn png_bomb(side: u32) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, side, side);
