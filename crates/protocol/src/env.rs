@@ -219,6 +219,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_names_every_variable() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<_> = ALL.iter().filter(|name| !readme.contains(*name)).collect();
+        assert!(
+            missing.is_empty(),
+            "README.md does not document {missing:?}"
+        );
+    }
+
+    #[test]
     fn every_name_is_an_iras_variable_listed_once() {
         let mut seen = std::collections::HashSet::new();
         for name in ALL {

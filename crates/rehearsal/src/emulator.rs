@@ -19,6 +19,7 @@
 //! from another AMI than the emulated one are not booted (and say so), because nothing
 //! could know what that image holds.
 
+use iras_protocol::env;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -466,7 +467,7 @@ impl Emulator {
             units.push(unit);
         }
         let mut instance_env = self.config.instance_env.clone();
-        instance_env.push(("IRAS_INSTANCE_ID".into(), id.to_owned()));
+        instance_env.push((env::IRAS_INSTANCE_ID.into(), id.to_owned()));
         {
             let mut state = self.state();
             let e = state.instances.get_mut(id).context("instance vanished")?;

@@ -21,6 +21,7 @@
 //! SIGTERM and drains, as on AWS), waits for the emulator and stops the moto server it
 //! started.
 
+use iras_protocol::env;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -337,10 +338,10 @@ impl Rehearsal {
     fn drop_ins(o: &RehearsalOptions) -> Vec<(String, Vec<(String, String)>)> {
         let var = |k: &str, v: String| (k.to_owned(), v);
         // The template opens the web tier on 0.0.0.0; here only loopback.
-        let mut web = vec![var("IRAS_LISTEN", format!("127.0.0.1:{}", o.port))];
+        let mut web = vec![var(env::IRAS_LISTEN, format!("127.0.0.1:{}", o.port))];
         // The template's fixed metrics port would clash between two rehearsals.
         let scaler = vec![var(
-            "IRAS_SCALER_METRICS_LISTEN",
+            env::IRAS_SCALER_METRICS_LISTEN,
             format!("127.0.0.1:{}", o.port.saturating_add(2)),
         )];
         let mut listener = Vec::new();
@@ -352,12 +353,12 @@ impl Rehearsal {
                 rand::random::<u128>()
             );
             let internal = format!("127.0.0.1:{}", o.port.saturating_add(1));
-            web.push(var("IRAS_LISTENER", "external".into()));
-            web.push(var("IRAS_INTERNAL_LISTEN", internal.clone()));
-            web.push(var("IRAS_LISTENER_TOKEN", token.clone()));
-            listener.push(var("IRAS_LISTENER_TOKEN", token));
+            web.push(var(env::IRAS_LISTENER, "external".into()));
+            web.push(var(env::IRAS_INTERNAL_LISTEN, internal.clone()));
+            web.push(var(env::IRAS_LISTENER_TOKEN, token.clone()));
+            listener.push(var(env::IRAS_LISTENER_TOKEN, token));
             listener.push(var(
-                "IRAS_LISTENER_DELIVER_TO",
+                env::IRAS_LISTENER_DELIVER_TO,
                 format!("http://{internal}"),
             ));
         }
@@ -588,9 +589,9 @@ fn read_names(web: &InstanceStatus) -> anyhow::Result<StackNames> {
             .with_context(|| format!("{} has no {k}", path.display()))
     };
     Ok(StackNames {
-        request_queue: get("IRAS_REQUEST_QUEUE")?,
-        response_queue: get("IRAS_RESPONSE_QUEUE")?,
-        input_bucket: get("IRAS_INPUT_BUCKET")?,
-        output_bucket: get("IRAS_OUTPUT_BUCKET")?,
+        request_queue: get(env::IRAS_REQUEST_QUEUE)?,
+        response_queue: get(env::IRAS_RESPONSE_QUEUE)?,
+        input_bucket: get(env::IRAS_INPUT_BUCKET)?,
+        output_bucket: get(env::IRAS_OUTPUT_BUCKET)?,
     })
 }

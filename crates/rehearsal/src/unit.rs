@@ -300,10 +300,10 @@ mod tests {
                 optional: false
             }]
         );
-        assert!(
-            unit.environment
-                .contains(&("IRAS_MODEL_DIR".into(), "/opt/iras/model".into()))
-        );
+        assert!(unit.environment.contains(&(
+            iras_protocol::env::IRAS_MODEL_DIR.into(),
+            "/opt/iras/model".into()
+        )));
         assert!(
             unit.environment
                 .contains(&("RUST_LOG".into(), "warn,iras_app_tier=info".into()))
