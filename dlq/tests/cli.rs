@@ -8,64 +8,46 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cli::CloudArgs;
 use iras_cloud::{BackendKind, Cloud, OutgoingMessage, StackSpec};
 use iras_dlq::Cli;
 use iras_protocol::{FileName, ImagePayload, KeyScheme, RequestId, RequestMessage};
+use iras_testkit::TestStack;
 
 struct Env {
     argv: Vec<String>,
     cloud: Cloud,
     stack: StackSpec,
-    _state: Option<tempfile::TempDir>,
+    _stack: TestStack,
 }
 
 impl Env {
     async fn new(aws: bool) -> Self {
-        let (args, argv, state) = if aws {
-            let endpoint = std::env::var("IRAS_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-                panic!("IRAS_TEST_AWS_ENDPOINT is not set: run the aws tests through scripts/test")
-            });
-            let args = CloudArgs {
-                backend: BackendKind::Aws,
-                state_dir: "/nonexistent".into(),
-                aws_endpoint_url: Some(endpoint.clone()),
-                aws_region: Some("us-east-1".into()),
-            };
-            let argv = vec![
-                "--backend".into(),
-                "aws".into(),
-                "--aws-endpoint-url".into(),
-                endpoint,
-                "--aws-region".into(),
-                "us-east-1".into(),
-            ];
-            (args, argv, None)
+        let backend = if aws {
+            BackendKind::Aws
         } else {
-            let state = tempfile::tempdir().unwrap();
-            let args = CloudArgs::local(state.path());
-            let argv = vec!["--state-dir".into(), state.path().display().to_string()];
-            (args, argv, Some(state))
+            BackendKind::Local
         };
-        let cloud = args.connect().await.unwrap();
+        // Unique names on either backend, and a receive limit of 2.
         let id = format!("d{}", &uuid_simple()[..12]);
-        let stack = StackSpec {
-            request_queue: format!("{id}-req"),
-            response_queue: format!("{id}-resp"),
-            input_bucket: format!("{id}-in"),
-            output_bucket: format!("{id}-out"),
-            max_receive_count: 2,
-            visibility_timeout: Duration::from_secs(30),
-        };
-        cloud.provision(&stack).await.unwrap();
-        let mut full = vec!["dlq".to_owned()];
-        full.extend(argv);
-        full.extend(["--queue".into(), stack.request_queue.clone()]);
+        let test_stack = TestStack::on_with(backend, |spec| {
+            *spec = StackSpec {
+                request_queue: format!("{id}-req"),
+                response_queue: format!("{id}-resp"),
+                input_bucket: format!("{id}-in"),
+                output_bucket: format!("{id}-out"),
+                max_receive_count: 2,
+                visibility_timeout: Duration::from_secs(30),
+            };
+        })
+        .await;
+        let mut argv = vec!["dlq".to_owned()];
+        argv.extend(test_stack.backend_flags());
+        argv.extend(["--queue".into(), test_stack.spec.request_queue.clone()]);
         Self {
-            argv: full,
-            cloud,
-            stack,
-            _state: state,
+            argv,
+            cloud: test_stack.cloud.clone(),
+            stack: test_stack.spec.clone(),
+            _stack: test_stack,
         }
     }
 

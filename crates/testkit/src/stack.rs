@@ -4,6 +4,18 @@ use std::path::Path;
 
 use iras_cloud::{BackendKind, Cloud, StackSpec};
 
+/// Names no other stack on the shared moto server has.
+fn unique_names() -> StackSpec {
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    StackSpec {
+        request_queue: format!("t{id}-req"),
+        response_queue: format!("t{id}-resp"),
+        input_bucket: format!("t{id}-in"),
+        output_bucket: format!("t{id}-out"),
+        ..StackSpec::default()
+    }
+}
+
 /// A stack under test: its cloud, its names, and (local) the state directory it lives in,
 /// removed when the stack is dropped.
 pub struct TestStack {
@@ -18,37 +30,42 @@ impl TestStack {
     /// The local backend in a fresh temporary state directory, with every tier's default
     /// names, provisioned.
     pub async fn local() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let cloud = Cloud::open_local(state.path()).await.unwrap();
-        Self::provisioned(cloud, StackSpec::default(), Some(state)).await
+        Self::on(BackendKind::Local).await
     }
 
     /// The AWS backend on the moto server, with names unique to this stack (tests share the
     /// server), provisioned.
     pub async fn aws() -> Self {
-        let cloud = crate::moto::connect().await;
-        let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
-        let spec = StackSpec {
-            request_queue: format!("t{id}-req"),
-            response_queue: format!("t{id}-resp"),
-            input_bucket: format!("t{id}-in"),
-            output_bucket: format!("t{id}-out"),
-            ..StackSpec::default()
-        };
-        Self::provisioned(cloud, spec, None).await
+        Self::on(BackendKind::Aws).await
     }
 
     /// [`local`](Self::local) or [`aws`](Self::aws).
     pub async fn on(backend: BackendKind) -> Self {
-        match backend {
-            BackendKind::Local => Self::local().await,
-            BackendKind::Aws => Self::aws().await,
-        }
+        Self::on_with(backend, |_| {}).await
     }
 
-    async fn provisioned(cloud: Cloud, spec: StackSpec, state: Option<tempfile::TempDir>) -> Self {
-        cloud.provision(&spec).await.unwrap();
-        Self { cloud, spec, state }
+    /// [`on`](Self::on), with the spec changed by `edit` before it is provisioned (a lower
+    /// receive limit, other names).
+    pub async fn on_with(backend: BackendKind, edit: impl FnOnce(&mut StackSpec)) -> Self {
+        let mut stack = match backend {
+            BackendKind::Local => {
+                let state = tempfile::tempdir().unwrap();
+                let cloud = Cloud::open_local(state.path()).await.unwrap();
+                Self {
+                    cloud,
+                    spec: StackSpec::default(),
+                    state: Some(state),
+                }
+            }
+            BackendKind::Aws => Self {
+                cloud: crate::moto::connect().await,
+                spec: unique_names(),
+                state: None,
+            },
+        };
+        edit(&mut stack.spec);
+        stack.cloud.provision(&stack.spec).await.unwrap();
+        stack
     }
 
     /// Which backend.
@@ -61,22 +78,11 @@ impl TestStack {
         self.state.as_ref().map(tempfile::TempDir::path)
     }
 
-    /// The flags that make a tier join this stack: the backend and where it is, and the
-    /// four names. The stack is provisioned already, so AWS tiers are told not to.
+    /// The flags that make a tier join this stack: [`backend_flags`](Self::backend_flags)
+    /// and the four names. The stack is provisioned already, so AWS tiers are told not to
+    /// provision.
     pub fn flags(&self) -> Vec<String> {
-        let mut flags: Vec<String> = match self.state_dir() {
-            Some(state) => vec!["--state-dir".into(), state.display().to_string()],
-            None => vec![
-                "--backend".into(),
-                "aws".into(),
-                "--aws-endpoint-url".into(),
-                crate::moto::endpoint(),
-                "--aws-region".into(),
-                crate::moto::REGION.into(),
-                "--provision".into(),
-                "never".into(),
-            ],
-        };
+        let mut flags = self.backend_flags();
         let spec = &self.spec;
         for (flag, name) in [
             ("--request-queue", &spec.request_queue),
@@ -86,7 +92,25 @@ impl TestStack {
         ] {
             flags.extend([flag.to_owned(), name.clone()]);
         }
+        if self.state.is_none() {
+            flags.extend(["--provision".to_owned(), "never".to_owned()]);
+        }
         flags
+    }
+
+    /// The backend and where it is (`--state-dir`, or the moto endpoint and region).
+    pub fn backend_flags(&self) -> Vec<String> {
+        match self.state_dir() {
+            Some(state) => vec!["--state-dir".into(), state.display().to_string()],
+            None => vec![
+                "--backend".into(),
+                "aws".into(),
+                "--aws-endpoint-url".into(),
+                crate::moto::endpoint(),
+                "--aws-region".into(),
+                crate::moto::REGION.into(),
+            ],
+        }
     }
 
     /// The backend flags as `iras-cli` parses them, for code that takes the parsed form.
