@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use iras_cloud::{Cloud, OutgoingMessage, StackSpec};
 use iras_protocol::internal::{DELIVERY_PATH, REPLY_QUEUE_PATH, ReplyQueueReply};
 use iras_protocol::{FileName, Outcome, RequestId, ResponseMessage, Timings};
+use iras_testkit::eventually;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -106,14 +107,15 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while got.lock().unwrap().len() < 3 || responses.depth().await.unwrap().total() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not all delivered and deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "all delivered and deleted",
+        Duration::from_secs(30),
+        || async {
+            let delivered = got.lock().unwrap().len();
+            (delivered >= 3 && responses.depth().await.unwrap().total() == 0).then_some(())
+        },
+    )
+    .await;
     let delivered: Vec<RequestId> = got
         .lock()
         .unwrap()
@@ -138,19 +140,17 @@ async fn delivers_with_the_token_deletes_and_stops_on_sigterm() {
         .send(OutgoingMessage::new(response(late)))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !got
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|b| ResponseMessage::decode(b).unwrap().id == late)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing delivered from the web tier's new queue"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a delivery from the web tier's new queue",
+        Duration::from_secs(30),
+        || async {
+            let got = got.lock().unwrap();
+            got.iter()
+                .any(|b| ResponseMessage::decode(b).unwrap().id == late)
+                .then_some(())
+        },
+    )
+    .await;
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()),
