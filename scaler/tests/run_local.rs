@@ -222,12 +222,10 @@ async fn never_exceeds_max_and_terminates_on_exit() {
 #[tokio::test]
 async fn metrics_are_served() {
     let s = stack(19).await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Bound here and handed over: no race for a free port.
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = metrics.local_addr().unwrap();
     let config = RunConfig {
-        metrics_listen: Some(port),
         policy: Policy::Seed(SeedConfig {
             out_divisor: NonZeroU64::new(2).unwrap(),
             ..SeedConfig::default()
@@ -235,9 +233,14 @@ async fn metrics_are_served() {
         ..s.config.clone()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scaler = tokio::spawn(iras_scaler::control::run(config, s.cloud.clone(), async {
-        let _ = stopped.await;
-    }));
+    let scaler = tokio::spawn(iras_scaler::control::serve(
+        config,
+        s.cloud.clone(),
+        Some(metrics),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let body = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Ok(mut stream) = tokio::net::TcpStream::connect(port).await {

@@ -258,10 +258,30 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
     }
 }
 
-/// Runs the control loop until `shutdown` resolves. The first poll is immediate.
+/// Runs the control loop until `shutdown` resolves, serving metrics on
+/// `config.metrics_listen` if set. The first poll is immediate.
 pub async fn run(
     config: RunConfig,
     cloud: Cloud,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
+    serve(config, cloud, metrics_listener, shutdown).await
+}
+
+/// [`run`] with the metrics endpoint on an already-bound listener (tests bind port 0 and
+/// hand it over, so no test races another for a port); `config.metrics_listen` is ignored.
+pub async fn serve(
+    config: RunConfig,
+    cloud: Cloud,
+    metrics_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.policy.validate()?;
@@ -275,11 +295,8 @@ pub async fn run(
         .context("opening the fleet")?;
     let metrics = Arc::new(Metrics::new());
     // Aborted on the way out; it holds nothing that needs draining.
-    let metrics_task = match config.metrics_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics address {addr}"))?;
+    let metrics_task = match metrics_listener {
+        Some(listener) => {
             info!(addr = %listener.local_addr()?, "serving metrics on /metrics");
             Some(tokio::spawn(serve_metrics(listener, Arc::clone(&metrics))))
         }
