@@ -39,15 +39,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Four consecutive ports (web, split listener, scaler metrics, control): the rehearsal's
+/// units take fixed ports, so they come from below the ephemeral range (see
+/// `iras_testkit::ports`), not from binding port 0 and letting it go.
 fn free_port() -> u16 {
-    // Four consecutive ports are used (web, split listener, scaler metrics, control).
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < 65000 {
-            return port;
-        }
-    }
+    iras_testkit::ports::free_block(4)
 }
 
 /// One deployment under test.

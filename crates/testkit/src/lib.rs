@@ -6,6 +6,8 @@
 //!   flags a tier needs to join it.
 //! - [`process`]: a tier binary started on port 0 that reports the address it bound, so no
 //!   test picks a "free" port and races another for it.
+//! - [`ports`]: blocks of ports below the kernel's ephemeral range, for deployments whose
+//!   ports are fixed before their processes start.
 //! - [`wait`]: [`eventually`], waiting on a condition with a deadline instead of sleeping.
 //! - [`echo`]: a stand-in app tier answering `label-of-<stem>`, for tests of everything
 //!   but the model.
@@ -24,6 +26,7 @@ pub mod bomb;
 pub mod echo;
 pub mod moto;
 pub mod photos;
+pub mod ports;
 pub mod process;
 pub mod stack;
 pub mod wait;
