@@ -602,31 +602,41 @@ pub fn compare(scenario: &Scenario, policies: &[Policy]) -> Result<Vec<Simulated
 
 /// Writes the time series: `time_s` then `<policy>_depth,<policy>_instances,
 /// <policy>_completed` per policy; a policy that finished early repeats its last row.
+/// Numbers are written as `Display` writes them (`10`, not `10.0`), so the file reads the
+/// same as it always has.
 pub fn write_csv(out: &mut impl Write, outcomes: &[SimulatedRun]) -> std::io::Result<()> {
-    write!(out, "time_s")?;
+    let mut csv = csv::Writer::from_writer(out);
+    let mut header = vec!["time_s".to_owned()];
     for o in outcomes {
         let name = csv_name(&o.policy);
-        write!(out, ",{name}_depth,{name}_instances,{name}_completed")?;
+        header.extend(["depth", "instances", "completed"].map(|m| format!("{name}_{m}")));
     }
-    writeln!(out)?;
+    csv.write_record(&header)?;
     let rows = outcomes.iter().map(|o| o.samples.len()).max().unwrap_or(0);
+    let mut record = Vec::with_capacity(header.len());
     for row in 0..rows {
+        record.clear();
         let time = outcomes
             .iter()
             .find_map(|o| o.samples.get(row))
             .map_or(0.0, |s| s.time_s);
-        write!(out, "{time}")?;
+        record.push(time.to_string());
         for o in outcomes {
             match o.samples.get(row).or(o.samples.last()) {
-                Some(s) => write!(out, ",{},{},{}", s.depth, s.instances, s.completed)?,
-                None => write!(out, ",,,")?,
+                Some(s) => record.extend([
+                    s.depth.to_string(),
+                    s.instances.to_string(),
+                    s.completed.to_string(),
+                ]),
+                None => record.extend(std::iter::repeat_n(String::new(), 3)),
             }
         }
-        writeln!(out)?;
+        csv.write_record(&record)?;
     }
-    Ok(())
+    csv.flush()
 }
 
+/// A policy label as a column-name prefix: ASCII letters and digits, `_` for the rest.
 fn csv_name(label: &str) -> String {
     label
         .chars()
