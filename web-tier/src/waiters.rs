@@ -13,12 +13,13 @@
 //! `GET /results/{id}`: a request that timed out, or whose client went away, can still be
 //! looked up, and a duplicate response is just recorded again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use iras_protocol::internal::Delivery;
 use iras_protocol::{FileName, KeyScheme, RequestId, ResponseMessage};
+use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// What the web tier remembers of a request it queued: enough to find its result in the
@@ -249,48 +250,42 @@ impl Drop for Waiter {
 }
 
 /// A map that keeps at most `capacity` entries, evicting the oldest insertion first.
+///
+/// An [`LruCache`] kept in insertion order: lookups `peek` (no promotion) and a key
+/// inserted again has its value replaced in place, so "least recently used" is "inserted
+/// longest ago". Unbounded to the cache itself, with the cap applied here, because
+/// `LruCache::new` allocates its whole capacity up front (`results_kept` may be large).
 #[derive(Debug)]
-struct Recent<K, V> {
+struct Recent<K: Hash + Eq, V> {
     capacity: usize,
-    map: HashMap<K, V>,
-    order: VecDeque<K>,
+    map: LruCache<K, V>,
 }
 
 impl<K: Hash + Eq + Copy, V> Recent<K, V> {
     fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            map: HashMap::new(),
-            order: VecDeque::new(),
+            map: LruCache::unbounded(),
         }
     }
 
     fn insert(&mut self, key: K, value: V) {
-        if self.map.insert(key, value).is_none() {
-            self.order.push_back(key);
-            while self.map.len() > self.capacity {
-                match self.order.pop_front() {
-                    Some(old) => {
-                        self.map.remove(&old);
-                    }
-                    None => break,
-                }
-            }
+        if let Some(old) = self.map.peek_mut(&key) {
+            *old = value;
+            return;
         }
-        // Removed keys leave stale entries in `order`; keep it from growing past twice
-        // the map by compacting now and then.
-        if self.order.len() > 2 * self.capacity {
-            let map = &self.map;
-            self.order.retain(|k| map.contains_key(k));
+        self.map.push(key, value);
+        while self.map.len() > self.capacity {
+            self.map.pop_lru();
         }
     }
 
     fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+        self.map.peek(key)
     }
 
     fn remove(&mut self, key: &K) {
-        self.map.remove(key);
+        self.map.pop(key);
     }
 }
 
@@ -427,7 +422,19 @@ mod tests {
             }
         }
         assert!(r.map.len() <= 3);
-        assert!(r.order.len() <= 6);
         assert_eq!(r.get(&99), Some(&99));
+    }
+
+    #[test]
+    fn recent_map_evicts_by_insertion_not_by_use() {
+        let mut r = Recent::new(2);
+        r.insert(1, "a");
+        r.insert(2, "b");
+        // Neither a lookup nor a second insert moves 1 to the back.
+        assert_eq!(r.get(&1), Some(&"a"));
+        r.insert(1, "a again");
+        r.insert(3, "c");
+        assert_eq!(r.get(&1), None);
+        assert_eq!((r.get(&2), r.get(&3)), (Some(&"b"), Some(&"c")));
     }
 }

@@ -62,16 +62,17 @@ struct Args {
     outage_secs: u64,
 }
 
-/// Peak resident set size since the last reset, in MB.
+fn process(pid: u32) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?).ok()
+}
+
+/// Peak resident set size since the last reset, in MB (0 when the process is gone).
 fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1000.0
+    let kb = process(pid)
+        .and_then(|p| p.status().ok())
+        .and_then(|s| s.vmhwm)
+        .unwrap_or(0);
+    kb as f64 / 1000.0
 }
 
 /// Resets the peak RSS counter to the current RSS (Linux ≥ 4.0).
@@ -80,7 +81,7 @@ fn reset_peak(pid: u32) {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+    process(pid).and_then(|p| p.fd_count().ok()).unwrap_or(0)
 }
 
 fn photo(n: u32) -> Vec<u8> {
@@ -569,12 +570,10 @@ async fn main() {
     println!(
         "Machine: {} CPUs, load {}; bomb: {}×{} 16-bit RGBA PNG, {} bytes",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        <procfs::LoadAverage as procfs::Current>::current().map_or_else(
+            |_| "?".to_owned(),
+            |l| format!("{} {} {}", l.one, l.five, l.fifteen)
+        ),
         iras_testkit::bomb::BOMB_SIDE,
         iras_testkit::bomb::BOMB_SIDE,
         bomb.len()

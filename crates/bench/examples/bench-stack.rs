@@ -135,15 +135,14 @@ async fn stack_burst(url: &str, uploads: &[iras_workload::Image]) -> Duration {
 }
 
 /// CPU seconds (user + system) a process has used so far.
+/// 0 when the process is gone.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum()
-    });
-    ticks / 100.0 // USER_HZ is 100 on Linux
+    let ticks = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| procfs::process::Process::new(pid).ok())
+        .and_then(|p| p.stat().ok())
+        .map_or(0, |s| s.utime + s.stime);
+    ticks as f64 / procfs::ticks_per_second() as f64
 }
 
 #[tokio::main]

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::process::{ExitCode, Termination};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use iras_protocol::env::IRAS_LOG_FORMAT;
 
 /// The future a binary's `run` stops on: Ctrl-C or SIGTERM under [`main`].
@@ -110,10 +111,15 @@ fn json_logs() -> bool {
 
 /// Capped exponential backoff: 100 ms, 200 ms, … up to `max`, back to the start on
 /// [`Backoff::reset`].
-#[derive(Debug, Clone)]
+///
+/// The delays come from backon's [`ExponentialBuilder`] (factor 2, no jitter, no limit
+/// on the number of pauses); this type keeps the two calls the loops make. backon
+/// multiplies in `f32` seconds, so a doubled pause may differ from the exact double by
+/// a few nanoseconds; the first pause and the cap are exact.
+#[derive(Debug)]
 pub struct Backoff {
-    next: Duration,
-    initial: Duration,
+    builder: ExponentialBuilder,
+    pauses: ExponentialBackoff,
     max: Duration,
 }
 
@@ -129,24 +135,29 @@ impl Backoff {
     /// A backoff that starts at `initial` and never pauses longer than `max` (for slow
     /// things, such as waiting out a cloud quota).
     pub fn between(initial: Duration, max: Duration) -> Self {
-        let initial = initial.min(max);
+        // backon does not cap the first pause, so a cap below it is applied here.
+        let builder = ExponentialBuilder::new()
+            .with_factor(2.0)
+            .with_min_delay(initial.min(max))
+            .with_max_delay(max)
+            .without_max_times();
         Self {
-            next: initial,
-            initial,
+            builder,
+            pauses: builder.build(),
             max,
         }
     }
 
     /// The pause to take now; doubles the next one.
     pub fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(self.max);
-        pause
+        // Without a limit on the number of pauses the iterator never ends; the cap is
+        // the only sensible answer if it ever did.
+        self.pauses.next().unwrap_or(self.max)
     }
 
     /// Called after a success: the next failure pauses briefly again.
     pub fn reset(&mut self) {
-        self.next = self.initial;
+        self.pauses = self.builder.build();
     }
 }
 
@@ -161,6 +172,15 @@ mod tests {
         assert_eq!(pauses, [100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_pause(), INITIAL_BACKOFF);
+    }
+
+    #[test]
+    fn a_long_outage_stays_at_the_cap() {
+        let mut b = Backoff::new(Duration::from_secs(5));
+        let pauses: Vec<_> = (0..10_000).map(|_| b.next_pause()).collect();
+        let first: Vec<_> = pauses[..7].iter().map(Duration::as_millis).collect();
+        assert_eq!(first, [100, 200, 400, 800, 1600, 3200, 5000]);
+        assert!(pauses[6..].iter().all(|&p| p == Duration::from_secs(5)));
     }
 
     #[test]

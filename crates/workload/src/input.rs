@@ -80,24 +80,35 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// Parses CSV text: one `name,label` per line; a first line whose name column is
-    /// `name`, `image`, `file` or `filename` (any case) is a header and skipped; blank lines
-    /// are skipped. The label is everything after the first comma (labels may contain
-    /// commas), trimmed, with one level of `"…"` quoting removed.
+    /// Parses CSV text: one `name,label` record per line; a first line whose name column
+    /// is `name`, `image`, `file` or `filename` (any case) is a header and skipped; blank
+    /// lines are skipped. Fields follow CSV quoting (`"tiger, Panthera tigris"`, `""` for
+    /// a quote); an unquoted label may still contain commas: the label is every field
+    /// after the name, joined again by commas, trimmed.
     ///
     /// Errors carry the 1-based line number and the reason.
     pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
         let mut labels = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map_or(0, csv::Position::line);
+                (usize::try_from(line).unwrap_or(usize::MAX), e.to_string())
+            })?;
+            let line = record
+                .position()
+                .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+            let name = record.get(0).unwrap_or("").trim();
+            if record.len() < 2 {
+                if name.is_empty() {
+                    continue; // a line of spaces
+                }
+                return Err((line, "expected `name,label`".to_owned()));
             }
-            let Some((name, label)) = line.split_once(',') else {
-                return Err((i + 1, "expected `name,label`".to_owned()));
-            };
-            let (name, label) = (unquote(name), unquote(label));
-            if i == 0
+            if line == 1
                 && ["name", "image", "file", "filename"]
                     .iter()
                     .any(|h| name.eq_ignore_ascii_case(h))
@@ -105,10 +116,14 @@ impl Expected {
                 continue;
             }
             if name.is_empty() {
-                return Err((i + 1, "empty name".to_owned()));
+                return Err((line, "empty name".to_owned()));
             }
-            if labels.insert(name.clone(), label).is_some() {
-                return Err((i + 1, format!("`{name}` appears twice")));
+            let label = record.iter().skip(1).collect::<Vec<_>>().join(",");
+            if labels
+                .insert(name.to_owned(), label.trim().to_owned())
+                .is_some()
+            {
+                return Err((line, format!("`{name}` appears twice")));
             }
         }
         Ok(Self { labels })
@@ -157,17 +172,6 @@ impl FromIterator<(String, String)> for Expected {
     }
 }
 
-fn unquote(field: &str) -> String {
-    let field = field.trim();
-    match field
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-    {
-        Some(inner) => inner.replace("\"\"", "\""),
-        None => field.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +187,19 @@ mod tests {
         assert_eq!(e.get("test_00"), Some("tabby"));
         assert_eq!(e.get("test_01.JPEG"), Some("tiger, Panthera tigris"));
         assert_eq!(e.get("test_02.JPEG"), None);
+    }
+
+    #[test]
+    fn quoting_follows_csv_and_unquoted_commas_stay_in_the_label() {
+        let e = Expected::parse(
+            "a.png,\"say \"\"hi\"\"\"\n  \nb.png, tiger, Panthera tigris \n\"c,d.png\",x\n",
+        )
+        .unwrap();
+        assert_eq!(e.get("a.png"), Some("say \"hi\""));
+        assert_eq!(e.get("b.png"), Some("tiger, Panthera tigris"));
+        assert_eq!(e.get("c,d.png"), Some("x"));
+        // Line numbers count blank lines too.
+        assert_eq!(Expected::parse("a,b\n\n\nc,d\nc,e").unwrap_err().0, 5);
     }
 
     #[test]

@@ -73,6 +73,4 @@ pub use run::{
     Config, DEFAULT_CONCURRENCY, FILE_FIELD, FailureClass, Load, MAX_RETRY_PAUSE, Observer, Quiet,
     Record, RequestFailure, drive, drive_with,
 };
-pub use summary::{
-    Accuracy, FailedRequest, Latency, Summary, TABLE_LIST_LIMIT, WrongAnswer, percentile,
-};
+pub use summary::{Accuracy, FailedRequest, Latency, Summary, TABLE_LIST_LIMIT, WrongAnswer};

@@ -2,10 +2,15 @@
 //! with the summary, a latency histogram, completions over time, and every failure and
 //! wrong answer. The charts are SVG drawn with plotters and inlined, so the page can be
 //! mailed or attached to an issue as is.
+//!
+//! The page is a maud template: compiled with the crate, and every value spliced into it
+//! (the URL, file names, labels, failure details, all of which come from users or
+//! servers) is HTML-escaped unless wrapped in `PreEscaped`, which only the SVG charts
+//! drawn here are.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
+use maud::{DOCTYPE, Markup, PreEscaped, html as page};
 use plotters::prelude::*;
 
 use crate::{Summary, WorkloadError};
@@ -28,51 +33,31 @@ pub fn write_html(path: &Path, summary: &Summary) -> Result<(), WorkloadError> {
 pub fn html(summary: &Summary) -> Result<String, WorkloadError> {
     let histogram = latency_histogram_svg(summary)?;
     let timeline = completions_svg(summary)?;
-    let mut h = String::new();
-    // Writing to a String cannot fail.
-    let _ = write_page(&mut h, summary, &histogram, &timeline);
-    Ok(h)
+    Ok(render(summary, &histogram, &timeline).into_string())
 }
 
-fn write_page(h: &mut String, s: &Summary, histogram: &str, timeline: &str) -> std::fmt::Result {
-    writeln!(h, "<!DOCTYPE html>")?;
-    writeln!(h, "<html lang=\"en\">")?;
-    writeln!(h, "<head>")?;
-    writeln!(h, "<meta charset=\"utf-8\">")?;
-    writeln!(h, "<title>iras workload report</title>")?;
-    writeln!(
-        h,
-        "<style>body{{font-family:sans-serif;margin:2em;max-width:960px}}\
-         table{{border-collapse:collapse;margin:1em 0}}\
-         td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}\
-         td.n{{text-align:right}}</style>"
-    )?;
-    writeln!(h, "</head>")?;
-    writeln!(h, "<body>")?;
-    writeln!(h, "<h1>Workload against {}</h1>", escape(&s.url))?;
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:960px}\
+    table{border-collapse:collapse;margin:1em 0}\
+    td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}\
+    td.n{text-align:right}";
 
-    writeln!(h, "<h2>Summary</h2>")?;
-    writeln!(h, "<table>")?;
-    let mut row = |name: &str, value: String| {
-        writeln!(
-            h,
-            "<tr><th>{name}</th><td class=\"n\">{}</td></tr>",
-            escape(&value)
-        )
-    };
-    row("planned", s.planned.to_string())?;
-    row("sent", s.sent.to_string())?;
-    row("answered", s.answered.to_string())?;
-    row("failed", s.failed.to_string())?;
+fn render(s: &Summary, histogram: &str, timeline: &str) -> Markup {
+    let mut rows: Vec<(String, String)> = vec![
+        ("planned".into(), s.planned.to_string()),
+        ("sent".into(), s.sent.to_string()),
+        ("answered".into(), s.answered.to_string()),
+        ("failed".into(), s.failed.to_string()),
+    ];
     for (kind, count) in &s.errors {
-        row(&format!("&nbsp;&nbsp;{}", escape(kind)), count.to_string())?;
+        // Indented under "failed" (two no-break spaces).
+        rows.push((format!("\u{a0}\u{a0}{kind}"), count.to_string()));
     }
-    row("retries", s.retries.to_string())?;
-    row("elapsed", format!("{:.2} s", s.elapsed_secs))?;
-    row(
-        "throughput",
+    rows.push(("retries".into(), s.retries.to_string()));
+    rows.push(("elapsed".into(), format!("{:.2} s", s.elapsed_secs)));
+    rows.push((
+        "throughput".into(),
         format!("{:.2} answers/s", s.throughput_per_sec),
-    )?;
+    ));
     if let Some(l) = &s.latency_ms {
         for (name, v) in [
             ("latency min", l.min),
@@ -82,79 +67,74 @@ fn write_page(h: &mut String, s: &Summary, histogram: &str, timeline: &str) -> s
             ("latency p99", l.p99),
             ("latency max", l.max),
         ] {
-            row(name, format!("{v:.1} ms"))?;
+            rows.push((name.into(), format!("{v:.1} ms")));
         }
     }
     if let Some(a) = &s.accuracy {
-        row(
-            "accuracy",
+        rows.push((
+            "accuracy".into(),
             format!("{}/{} ({:.1} %)", a.correct, a.scored, a.fraction * 100.0),
-        )?;
-        row("without expected label", a.unscored.to_string())?;
+        ));
+        rows.push(("without expected label".into(), a.unscored.to_string()));
     }
-    writeln!(h, "</table>")?;
-
-    writeln!(h, "<h2>Latency of answered requests</h2>")?;
-    writeln!(h, "{histogram}")?;
-    writeln!(h, "<h2>Completions over time</h2>")?;
-    writeln!(h, "{timeline}")?;
-
-    if !s.failures.is_empty() {
-        writeln!(h, "<h2>Failures ({})</h2>", s.failures.len())?;
-        writeln!(
-            h,
-            "<table>\n<tr><th>#</th><th>image</th><th>kind</th><th>attempts</th><th>after</th><th>detail</th></tr>"
-        )?;
-        for f in &s.failures {
-            writeln!(
-                h,
-                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1} ms</td><td>{}</td></tr>",
-                f.seq,
-                escape(&f.name),
-                escape(&f.kind.to_string()),
-                f.attempts,
-                f.latency_ms,
-                escape(&f.detail)
-            )?;
-        }
-        writeln!(h, "</table>")?;
-    }
-    if let Some(a) = s.accuracy.as_ref().filter(|a| !a.wrong.is_empty()) {
-        writeln!(h, "<h2>Wrong answers ({})</h2>", a.wrong.len())?;
-        writeln!(
-            h,
-            "<table>\n<tr><th>#</th><th>image</th><th>expected</th><th>answered</th></tr>"
-        )?;
-        for w in &a.wrong {
-            writeln!(
-                h,
-                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                w.seq,
-                escape(&w.name),
-                escape(&w.expected),
-                escape(&w.got)
-            )?;
-        }
-        writeln!(h, "</table>")?;
-    }
-    writeln!(h, "</body>")?;
-    writeln!(h, "</html>")
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+    let wrong = s.accuracy.as_ref().map_or(&[][..], |a| &a.wrong[..]);
+    page! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "iras workload report" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "Workload against " (s.url) }
+                h2 { "Summary" }
+                table {
+                    @for (name, value) in &rows {
+                        tr { th { (name) } td.n { (value) } }
+                    }
+                }
+                h2 { "Latency of answered requests" }
+                // Drawn here by plotters, not user text.
+                (PreEscaped(histogram))
+                h2 { "Completions over time" }
+                (PreEscaped(timeline))
+                @if !s.failures.is_empty() {
+                    h2 { "Failures (" (s.failures.len()) ")" }
+                    table {
+                        tr {
+                            th { "#" } th { "image" } th { "kind" } th { "attempts" }
+                            th { "after" } th { "detail" }
+                        }
+                        @for f in &s.failures {
+                            tr {
+                                td.n { (f.seq) }
+                                td { (f.name) }
+                                td { (f.kind) }
+                                td.n { (f.attempts) }
+                                td.n { (format!("{:.1} ms", f.latency_ms)) }
+                                td { (f.detail) }
+                            }
+                        }
+                    }
+                }
+                @if !wrong.is_empty() {
+                    h2 { "Wrong answers (" (wrong.len()) ")" }
+                    table {
+                        tr { th { "#" } th { "image" } th { "expected" } th { "answered" } }
+                        @for w in wrong {
+                            tr {
+                                td.n { (w.seq) }
+                                td { (w.name) }
+                                td { (w.expected) }
+                                td { (w.got) }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
-    out
 }
 
 /// Bins `values` (non-negative) into at most `max_bins` equal bins from 0 to the largest
@@ -302,11 +282,25 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape(r#"<a href="x">&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
-        );
+    fn file_names_labels_and_details_are_escaped() {
+        let records = vec![Record {
+            seq: 0,
+            name: "<script>alert(1)</script>.png".to_owned(),
+            issued: Duration::ZERO,
+            latency: Duration::from_millis(3),
+            attempts: 1,
+            outcome: Err(RequestFailure {
+                kind: FailureClass::Status(500),
+                detail: "\"quoted\" <img src=x onerror=alert(2)>".to_owned(),
+            }),
+        }];
+        let s = Summary::new("http://h/<script>", 1, records, Duration::ZERO, None);
+        let page = html(&s).unwrap();
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<img"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;.png"));
+        assert!(page.contains("&quot;quoted&quot; &lt;img src=x onerror=alert(2)&gt;"));
+        assert!(page.contains("Workload against http://h/&lt;script&gt;"));
     }
 
     #[test]

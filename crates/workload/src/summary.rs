@@ -6,11 +6,18 @@
 //! microseconds and a timeout in exactly the timeout, and either would make the answered
 //! requests' latency look better or worse than it was. Failures are counted, by kind,
 //! and listed one by one instead.
+//!
+//! Percentiles come from an HDR histogram ([`hdrhistogram`]) of the latencies in whole
+//! microseconds, kept to three significant figures: a reported percentile is the
+//! nearest-rank value rounded up to its bucket, at most 0.1 % above the exact figure
+//! (never below it, and never above the slowest request), which the table's 0.1 ms
+//! rounding hardly shows. Min, max and mean are exact.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::{Expected, FailureClass, Record};
@@ -58,11 +65,11 @@ pub struct Latency {
     pub min: f64,
     /// Arithmetic mean.
     pub mean: f64,
-    /// Median (nearest rank).
+    /// Median (nearest rank, to the histogram's precision: see the module docs).
     pub p50: f64,
-    /// 90th percentile (nearest rank).
+    /// 90th percentile (nearest rank, to the histogram's precision).
     pub p90: f64,
-    /// 99th percentile (nearest rank).
+    /// 99th percentile (nearest rank, to the histogram's precision).
     pub p99: f64,
     /// Slowest.
     pub max: f64,
@@ -130,7 +137,7 @@ impl Summary {
         for r in &records {
             retries += u64::from(r.attempts.saturating_sub(1));
             match &r.outcome {
-                Ok(_) => latencies.push(ms(r.latency)),
+                Ok(_) => latencies.push(r.latency),
                 Err(f) => {
                     *errors.entry(f.kind.to_string()).or_insert(0) += 1;
                     failures.push(FailedRequest {
@@ -160,7 +167,7 @@ impl Summary {
             } else {
                 0.0
             },
-            latency_ms: Latency::of(latencies),
+            latency_ms: Latency::of(&latencies),
             accuracy: expected.map(|e| Accuracy::score(&records, e)),
             failures,
             records,
@@ -254,31 +261,41 @@ fn more(t: &mut String, total: usize) -> std::fmt::Result {
     Ok(())
 }
 
+/// Significant figures the latency histogram keeps (hdrhistogram allows 0 to 5).
+const LATENCY_SIGFIG: u8 = 3;
+
 impl Latency {
-    /// Statistics of a sample, `None` when it is empty.
-    pub fn of(mut sample: Vec<f64>) -> Option<Self> {
-        if sample.is_empty() {
-            return None;
+    /// Statistics of the latencies, `None` when there are none.
+    pub fn of(latencies: &[Duration]) -> Option<Self> {
+        let micros = |d: &Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let min = latencies.iter().map(micros).min()?;
+        let max = latencies.iter().map(micros).max()?;
+        // Auto-resizing, so recording never saturates; `new` fails only for more than
+        // five significant figures.
+        let mut histogram =
+            Histogram::<u64>::new(LATENCY_SIGFIG).expect("three significant figures are valid");
+        let mut sum = 0u128;
+        for d in latencies {
+            histogram
+                .record(micros(d))
+                .expect("a 64-bit usize indexes any bucket");
+            sum += d.as_micros();
         }
-        sample.sort_by(f64::total_cmp);
-        let n = sample.len();
+        // The bucket's upper bound may pass the slowest request; the slowest is exact.
+        let pct = |q: f64| us_to_ms(histogram.value_at_quantile(q).min(max));
         Some(Self {
-            min: sample[0],
-            mean: (sample.iter().sum::<f64>() / n as f64 * 1000.0).round() / 1000.0,
-            p50: percentile(&sample, 50.0),
-            p90: percentile(&sample, 90.0),
-            p99: percentile(&sample, 99.0),
-            max: sample[n - 1],
+            min: us_to_ms(min),
+            mean: (sum as f64 / latencies.len() as f64).round() / 1000.0,
+            p50: pct(0.50),
+            p90: pct(0.90),
+            p99: pct(0.99),
+            max: us_to_ms(max),
         })
     }
 }
 
-/// Nearest-rank percentile of a sorted, non-empty sample: the smallest value with at
-/// least `p` % of the sample at or below it.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let n = sorted.len();
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
-    sorted[rank.clamp(1, n) - 1]
+fn us_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 impl Accuracy {
@@ -358,16 +375,26 @@ mod tests {
     }
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let s: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&s, 50.0), 50.0);
-        assert_eq!(percentile(&s, 90.0), 90.0);
-        assert_eq!(percentile(&s, 99.0), 99.0);
-        assert_eq!(percentile(&s, 100.0), 100.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-        assert_eq!(percentile(&[1.0, 2.0], 0.0), 1.0);
-        assert!(Latency::of(Vec::new()).is_none());
-        let l = Latency::of(vec![3.0, 1.0, 2.0]).unwrap();
+    fn nearest_rank_percentiles_within_the_histogram_precision() {
+        let millis = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        let l = Latency::of(&millis(&(1..=100).collect::<Vec<_>>())).unwrap();
+        let close = |got: f64, want: f64| got >= want && got <= want * 1.001;
+        assert!(close(l.p50, 50.0), "{l:?}");
+        assert!(close(l.p90, 90.0), "{l:?}");
+        assert!(close(l.p99, 99.0), "{l:?}");
+        assert_eq!((l.min, l.mean, l.max), (1.0, 50.5, 100.0));
+        // Below 2,048 µs every microsecond is its own bucket: exact.
+        let l = Latency::of(&[Duration::from_micros(1500)]).unwrap();
+        assert_eq!((l.min, l.p50, l.p99, l.max), (1.5, 1.5, 1.5, 1.5));
+        // Never above the slowest request, though its bucket reaches further.
+        let l = Latency::of(&[Duration::from_micros(50_001)]).unwrap();
+        assert_eq!((l.p99, l.max), (50.001, 50.001));
+        assert!(Latency::of(&[]).is_none());
+        let l = Latency::of(&millis(&[3, 1, 2])).unwrap();
         assert_eq!((l.min, l.mean, l.p50, l.max), (1.0, 2.0, 2.0, 3.0));
     }
 
