@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions};
-use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
+use iras_protocol::{ImagePayload, RequestMessage};
 use iras_testkit::TestStack;
 use iras_testkit::web::Web;
 use iras_web_tier::Cli;
@@ -90,21 +90,7 @@ impl Echo {
                         .put(&req.output_key(), req.output_value(&label).into_bytes())
                         .await
                         .unwrap();
-                    let resp = ResponseMessage::new(
-                        req.id,
-                        req.file_name.clone(),
-                        Outcome::Label {
-                            label: label.clone(),
-                            score: 0.5,
-                            top_k: vec![Prediction {
-                                label,
-                                index: 1,
-                                score: 0.5,
-                            }],
-                        },
-                        "echo",
-                        Timings::default(),
-                    );
+                    let resp = iras_testkit::echo::labelled(req.id, req.file_name.clone(), label);
                     let body = resp.encode().unwrap();
                     output
                         .put(&req.result_key(), body.clone().into_bytes())

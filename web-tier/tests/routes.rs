@@ -15,7 +15,7 @@ use clap::Parser;
 use http_body_util::BodyExt;
 use iras_cloud::ReceiveOptions;
 use iras_protocol::internal::{DELIVERY_PATH, REPLY_QUEUE_PATH, Token};
-use iras_protocol::{FileName, Outcome, Prediction, RequestId, RequestMessage, ResponseMessage};
+use iras_protocol::{FileName, RequestId, RequestMessage, ResponseMessage};
 use iras_testkit::TestStack;
 use iras_web_tier::{AppState, Cli, metrics::Metrics, waiters::Waiters};
 use tower::ServiceExt;
@@ -66,16 +66,7 @@ fn complete_requests(state: AppState) -> tokio::task::JoinHandle<()> {
 
 fn labelled(id: RequestId, file_name: FileName) -> ResponseMessage {
     let label = iras_testkit::echo::label_of(file_name.stem());
-    let outcome = Outcome::Label {
-        label: label.clone(),
-        score: 0.5,
-        top_k: vec![Prediction {
-            label,
-            index: 3,
-            score: 0.5,
-        }],
-    };
-    ResponseMessage::new(id, file_name, outcome, "test", Default::default())
+    iras_testkit::echo::labelled(id, file_name, label)
 }
 
 fn png() -> Vec<u8> {

@@ -8,12 +8,30 @@ use std::time::Duration;
 use std::path::Path;
 
 use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions, StackSpec};
-use iras_protocol::{ImagePayload, Outcome, Prediction, RequestMessage, ResponseMessage, Timings};
+use iras_protocol::{
+    FileName, ImagePayload, Outcome, Prediction, RequestId, RequestMessage, ResponseMessage,
+    Timings,
+};
 use tokio::task::JoinHandle;
 
 /// The label the echo worker gives a file with this stem.
 pub fn label_of(stem: &str) -> String {
     format!("label-of-{stem}")
+}
+
+/// The answer a stand-in worker gives: `label` with score 0.5 as the only prediction, from
+/// the worker `echo`.
+pub fn labelled(id: RequestId, file_name: FileName, label: String) -> ResponseMessage {
+    let outcome = Outcome::Label {
+        label: label.clone(),
+        score: 0.5,
+        top_k: vec![Prediction {
+            label,
+            index: 7,
+            score: 0.5,
+        }],
+    };
+    ResponseMessage::new(id, file_name, outcome, "echo", Timings::default())
 }
 
 /// Starts the echo worker on the local stack with the default names in `state`; abort the
@@ -52,22 +70,7 @@ async fn echo(cloud: Cloud, spec: StackSpec) {
                 };
                 assert!(!bytes.is_empty());
                 let label = label_of(req.file_name.stem());
-                let outcome = Outcome::Label {
-                    label: label.clone(),
-                    score: 0.5,
-                    top_k: vec![Prediction {
-                        label,
-                        index: 7,
-                        score: 0.5,
-                    }],
-                };
-                let resp = ResponseMessage::new(
-                    req.id,
-                    req.file_name.clone(),
-                    outcome,
-                    "echo",
-                    Timings::default(),
-                );
+                let resp = labelled(req.id, req.file_name.clone(), label);
                 let replies = cloud.queue(&req.reply_to).await.unwrap();
                 replies
                     .send(OutgoingMessage::new(resp.encode().unwrap()))
