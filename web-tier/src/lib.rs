@@ -7,6 +7,7 @@
 //!   per request, completed by the listener), and recent results for `GET /results/{id}`.
 //! - `handlers`: `POST /`, `GET /results/{id}`, `GET /healthz`, `GET /metrics`, and the
 //!   internal delivery endpoint of the split deployment.
+//! - [`page`]: `GET /` — the upload page for a browser, a usage line for everyone else.
 //! - [`reply`]: the queue results come back on, by default one this web tier makes for
 //!   itself at start and deletes at a clean stop, so several web tiers can serve one stack.
 //! - [`request_id`]: the id a client may choose (`Idempotency-Key` / `X-Request-Id`).
@@ -50,6 +51,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod metrics;
+pub mod page;
 pub mod reply;
 pub mod request_id;
 pub mod results;
@@ -121,8 +123,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             "/",
-            post(handlers::upload).layer(DefaultBodyLimit::max(body_limit)),
+            get(page::index)
+                .post(handlers::upload)
+                .layer(DefaultBodyLimit::max(body_limit)),
         )
+        .route(page::SCRIPT_PATH, get(page::script))
+        .route(page::STYLE_PATH, get(page::style))
         .route("/results/{id}", get(handlers::result))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))

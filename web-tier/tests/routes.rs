@@ -244,3 +244,86 @@ async fn the_internal_routes_want_the_token() {
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "label-of-late"));
 }
+
+#[tokio::test]
+async fn get_root_is_a_page_for_browsers_and_a_usage_line_for_curl() {
+    let stack = TestStack::local().await;
+    let app = iras_web_tier::app(state(&stack).await);
+
+    let browser = Request::get("/")
+        .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(browser).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let page = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    // A form that works without the script: the same endpoint and field as every client.
+    for part in [
+        r#"action="/""#,
+        r#"enctype="multipart/form-data""#,
+        r#"name="myfile""#,
+        iras_web_tier::page::SCRIPT_PATH,
+        iras_web_tier::page::STYLE_PATH,
+    ] {
+        assert!(page.contains(part), "the page lacks {part}: {page}");
+    }
+
+    let curl = Request::get("/")
+        .header(header::ACCEPT, "*/*")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = call(app.clone(), curl).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, iras_web_tier::page::USAGE)
+    );
+
+    for (path, kind) in [
+        (iras_web_tier::page::SCRIPT_PATH, "text/javascript"),
+        (iras_web_tier::page::STYLE_PATH, "text/css"),
+    ] {
+        let response = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let got = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(got.starts_with(kind), "{path}: {got}");
+    }
+}
+
+/// The page's own upload path is the API's: a form post from a browser (which asks for
+/// HTML) gets the same bare label as the course's client.
+#[tokio::test]
+async fn a_form_post_from_the_page_gets_the_plain_label() {
+    let stack = TestStack::local().await;
+    let state = state(&stack).await;
+    let worker = complete_requests(state.clone());
+    let mut request = upload("myfile", "dog.png", &png());
+    request.headers_mut().insert(
+        header::ACCEPT,
+        "text/html,application/xhtml+xml,*/*;q=0.8".parse().unwrap(),
+    );
+    let (status, body) = call(iras_web_tier::app(state), request).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "label-of-dog"));
+    worker.abort();
+}
