@@ -23,13 +23,18 @@ use crate::{AppState, REQUEST_ID_HEADER};
 /// The form field the course's workload generator uses; any single file field is accepted.
 pub const FILE_FIELD: &str = "myfile";
 
-/// Whether the client asked for JSON.
-fn wants_json(headers: &HeaderMap) -> bool {
+/// Whether the client's `Accept` names `media_type`.
+pub(crate) fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json"))
+        .any(|v| v.contains(media_type))
+}
+
+/// Whether the client asked for JSON.
+fn wants_json(headers: &HeaderMap) -> bool {
+    accepts(headers, "application/json")
 }
 
 fn with_request_id(mut response: Response, id: RequestId) -> Response {

@@ -34,18 +34,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 img-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
 frame-ancestors 'none'";
 
-/// Whether the client asked for HTML (a browser navigating here).
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"))
-}
-
 /// `GET /`: the page for a browser, the usage line otherwise.
 pub(crate) async fn index(headers: HeaderMap) -> Response {
-    if !wants_html(&headers) {
+    // A browser navigating here asks for HTML.
+    if !crate::handlers::accepts(&headers, "text/html") {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], USAGE).into_response();
     }
     let mut response = Html(page().into_string()).into_response();
