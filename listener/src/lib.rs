@@ -25,7 +25,7 @@ use iras_service::Backoff;
 
 pub mod http_sink;
 
-pub use http_sink::{HttpSink, HttpSinkError, ReplyQueueAnswer, is_loopback_host};
+pub use http_sink::{HttpSink, HttpSinkError, ReplyQueueAnswer};
 pub use iras_protocol::internal::Token;
 
 /// Command line of the standalone `listener` binary.

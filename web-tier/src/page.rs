@@ -12,6 +12,8 @@
 //! `text/html`; curl and scripts (`*/*`) get one line saying how to use the service,
 //! instead of the page's markup or a bare 405.
 
+use std::sync::LazyLock;
+
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -40,7 +42,7 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
     if !crate::handlers::accepts(&headers, "text/html") {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], USAGE).into_response();
     }
-    let mut response = Html(page().into_string()).into_response();
+    let mut response = Html(PAGE.as_str()).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -74,6 +76,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     )
         .into_response()
 }
+
+/// The page, rendered once: nothing in it depends on the request.
+static PAGE: LazyLock<String> = LazyLock::new(|| page().into_string());
 
 /// The page.
 fn page() -> Markup {

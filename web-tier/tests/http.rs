@@ -15,6 +15,7 @@ use iras_protocol::internal::{
 };
 use iras_protocol::{ErrorKind, Outcome, RequestMessage, ResponseMessage, Timings};
 use iras_testkit::echo::local_echo_worker as echo_worker;
+use iras_testkit::eventually;
 use iras_testkit::web::Web;
 use iras_web_tier::Cli;
 use reqwest::multipart::{Form, Part};
@@ -454,19 +455,19 @@ async fn the_standalone_listener_delivers_over_loopback_with_the_token() {
         tokio::spawn(
             async move { post(&url, form("myfile", "split.png", png(8, 8)), false).await },
         );
-    let received = loop {
-        let got = replies
-            .receive(ReceiveOptions {
+    let received = eventually(
+        "the result on the web tier's reply queue",
+        Duration::from_secs(30),
+        || async {
+            let options = ReceiveOptions {
                 max_messages: 1,
                 wait: Duration::from_secs(1),
                 visibility_timeout: None,
-            })
-            .await
-            .unwrap();
-        if let Some(message) = got.into_iter().next() {
-            break message;
-        }
-    };
+            };
+            replies.receive(options).await.unwrap().into_iter().next()
+        },
+    )
+    .await;
     let delivered: DeliveryReply = client
         .post(format!("http://{addr}{DELIVERY_PATH}"))
         .bearer_auth(token)

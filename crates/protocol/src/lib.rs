@@ -5,8 +5,9 @@
 //! The web tier, the app-tier workers and the listener talk only through queue messages,
 //! bucket objects and (the standalone listener) two loopback endpoints; systemd units, the
 //! fleet and the emulator configure them through environment variables. This crate is the
-//! one place that says what those look like, so the binaries cannot drift apart. It does no I/O: everything here is a pure function or a plain
-//! data type, tested with unit and property tests.
+//! one place that says what those look like, so the binaries cannot drift apart. It does no
+//! I/O: everything here is a pure function or a plain data type, tested with unit and
+//! property tests.
 //!
 //! # Main types
 //!

@@ -1,17 +1,16 @@
 //! What every iras binary shares, so they start, log, retry and stop alike.
 //!
 //! - [`main`]: a binary's whole `main`. Every binary's library exposes the same pair, a
-//!   clap command line and `async fn run(config, shutdown)`, and its `main.rs` is one
-//!   call of this: parse, set up logging, run on a multi-threaded runtime until done or
-//!   stopped, map the result to the exit code.
-//! - [`init_tracing`]: logs to stderr, filtered by `RUST_LOG`, as text or (with
-//!   `IRAS_LOG_FORMAT=json`) one JSON object per line for log shippers.
-//! - [`shutdown_signal`]: resolves on Ctrl-C or SIGTERM (what systemd, the local fleet and
-//!   `scripts/run-local` send). Library entry points take a shutdown future instead of
-//!   calling this, so tests can stop them at will.
+//!   clap command line and `async fn run(cli, shutdown)`, and its `main.rs` is one call of
+//!   this, which
+//!   - logs to stderr, filtered by `RUST_LOG`, as text or (with `IRAS_LOG_FORMAT=json`) one
+//!     JSON object per line for log shippers;
+//!   - runs `run` on a multi-threaded runtime with Ctrl-C or SIGTERM (what systemd, the
+//!     local fleet and `scripts/run-local` send) as its shutdown; library entry points take
+//!     the shutdown future as a parameter, so tests can stop them at will;
+//!   - maps the result to the exit code, printing an error once.
 //! - [`Backoff`]: capped exponential backoff for loops that must keep going when a queue
 //!   is briefly unreachable.
-//! - [`exit_code`]: the one place a binary's error reaches the user, printed once.
 //!
 //! The decision a reader may question: a crate this small. Every binary needs exactly
 //! the same signal handling, log set-up and exit path; one copy keeps them identical.
@@ -29,7 +28,7 @@ pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Runs a binary: parses its command line `C` (flags and `IRAS_*` variables; `--help` and
 /// bad flags exit as clap decides), logs at `default_filter` unless `RUST_LOG` says
-/// otherwise, runs `run` on a multi-threaded tokio runtime with [`shutdown_signal`] as its
+/// otherwise, runs `run` on a multi-threaded tokio runtime with Ctrl-C or SIGTERM as its
 /// shutdown, and returns its exit code: what `run` returned, or 2 after printing the error.
 pub fn main<C, T, Fut>(default_filter: &str, run: impl FnOnce(C, Shutdown) -> Fut) -> ExitCode
 where
@@ -37,19 +36,19 @@ where
     T: Termination,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let config = C::parse();
+    let cli = C::parse();
     init_tracing(default_filter);
     let program = C::command().get_name().to_owned();
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(config, Box::pin(shutdown_signal()))))
+        .and_then(|runtime| runtime.block_on(run(cli, Box::pin(shutdown_signal()))))
         .map(Termination::report);
     exit_code(&program, result)
 }
 
 /// Sets up logging to stderr. `default_filter` applies when `RUST_LOG` is unset (for
 /// example `"info"`).
-pub fn init_tracing(default_filter: &str) {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
@@ -64,7 +63,7 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM, whichever comes first.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -87,7 +86,7 @@ pub async fn shutdown_signal() {
 
 /// Maps a binary's result to its exit code, printing the whole error chain once: as a log
 /// event when the logs are JSON (so a log shipper sees it), else as one plain line.
-pub fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
+fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -112,17 +112,4 @@ impl TestStack {
             ],
         }
     }
-
-    /// The backend flags as `iras-cli` parses them, for code that takes the parsed form.
-    pub fn cloud_args(&self) -> iras_cli::CloudArgs {
-        match self.state_dir() {
-            Some(state) => iras_cli::CloudArgs::local(state),
-            None => iras_cli::CloudArgs {
-                backend: BackendKind::Aws,
-                state_dir: "/nonexistent".into(),
-                aws_endpoint_url: Some(crate::moto::endpoint()),
-                aws_region: Some(crate::moto::REGION.into()),
-            },
-        }
-    }
 }
