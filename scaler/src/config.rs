@@ -198,12 +198,9 @@ pub struct RunArgs {
 /// How instances are named, tagged and started.
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {
-    /// Instance names are this prefix plus the lowest free number.
-    #[arg(long, env = env::IRAS_SCALER_NAME_PREFIX, default_value = "app-tier-")]
-    pub name_prefix: String,
-    /// The stack the instances belong to (EC2 tag `iras:stack`; local record directory).
-    #[arg(long = "stack-name", env = env::IRAS_SCALER_STACK, default_value = "iras")]
-    pub stack: String,
+    /// Which fleet: the stack and the instance name prefix.
+    #[command(flatten)]
+    pub naming: iras_cli::FleetNaming,
     /// Extra tag for every instance, `KEY=VALUE`; repeatable (the seed used `Type=apptier`).
     #[arg(long = "tag", env = env::IRAS_SCALER_TAGS, value_delimiter = ',', value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
@@ -343,8 +340,8 @@ impl RunArgs {
         Ok(RunConfig {
             request_queue: self.stack.request_queue.clone(),
             fleet: FleetSpec {
-                name_prefix: f.name_prefix.clone(),
-                stack: f.stack.clone(),
+                name_prefix: f.naming.name_prefix.clone(),
+                stack: f.naming.stack.clone(),
                 tags: f.tags.clone(),
                 local,
                 ec2,

@@ -29,6 +29,22 @@ pub struct Cli {
     /// How results reach the waiting requests.
     #[command(flatten)]
     pub listener: ListenerArgs,
+    /// The page's live view.
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// The live view's options.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// Seconds between the live view's looks at the queues and the fleet (only while a page
+    /// has the view open: one look serves every viewer).
+    #[arg(long, env = env::IRAS_LIVE_INTERVAL_SECS, default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub live_interval_secs: u64,
+    /// The fleet the live view shows: the scaler's `--stack-name` and `--name-prefix`.
+    #[command(flatten)]
+    pub fleet: iras_cli::FleetNaming,
 }
 
 /// HTTP and request-handling options.
@@ -154,6 +170,8 @@ pub struct WebConfig {
     pub key_scheme: KeyScheme,
     /// Finished results kept in memory.
     pub results_kept: usize,
+    /// Time between the live view's looks.
+    pub live_interval: Duration,
 }
 
 impl Cli {
@@ -183,6 +201,7 @@ impl Cli {
             top_k: http.top_k,
             key_scheme: http.key_scheme,
             results_kept: http.results_kept as usize,
+            live_interval: Duration::from_secs(self.live.live_interval_secs),
         })
     }
 }

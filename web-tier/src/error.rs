@@ -88,6 +88,9 @@ pub enum AppError {
     /// `GET /results/{id}` for an id nobody knows.
     #[error("unknown request id {0}")]
     UnknownId(RequestId),
+    /// `GET /results/{id}/image` for a request whose image is not (or no longer) stored.
+    #[error("no image stored for request {0}")]
+    NoImage(RequestId),
     /// A bug or an unexpected failure; the detail is logged.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -127,7 +130,7 @@ impl AppError {
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Classify { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UnknownId(_) => StatusCode::NOT_FOUND,
+            Self::UnknownId(_) | Self::NoImage(_) => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,6 +157,7 @@ impl AppError {
             Self::IdConflict(_) => "id_conflict",
             Self::ReservedFileName => "reserved_file_name",
             Self::UnknownId(_) => "unknown_id",
+            Self::NoImage(_) => "no_image",
             Self::Internal(_) => "internal",
         }
     }
@@ -176,6 +180,7 @@ impl AppError {
             Self::Timeout { id, .. }
             | Self::Classify { id, .. }
             | Self::UnknownId(id)
+            | Self::NoImage(id)
             | Self::IdConflict(id) => Some(*id),
             _ => None,
         }

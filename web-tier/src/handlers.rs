@@ -338,6 +338,72 @@ pub(crate) async fn result(
     }
 }
 
+/// `GET /results/{id}/image`: the image of a request as it was uploaded, from the input
+/// bucket (the live view's thumbnails). Served only as the image type its header shows, with
+/// `nosniff` and a sandboxing policy, so an upload can never be served as a page.
+pub(crate) async fn result_image(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+) -> Response {
+    match image(&state, &raw_id).await {
+        Ok(response) => response,
+        Err(e) => e.into_response_as(false),
+    }
+}
+
+async fn image(state: &AppState, raw_id: &str) -> Result<Response, AppError> {
+    let id = crate::request_id::parse(raw_id)
+        .map_err(|_| AppError::BadId(raw_id.chars().take(64).collect()))?;
+    let (file_name, scheme) = match state.waiters.lookup(id) {
+        Lookup::Finished(result) => (result.file_name.clone(), state.config.key_scheme),
+        Lookup::Pending(submitted) => (submitted.file_name, submitted.key_scheme),
+        Lookup::Unknown => match crate::results::stored(state.output_bucket.as_ref(), id)
+            .await
+            .map_err(AppError::Unavailable)?
+        {
+            Some(stored) => (stored.file_name, state.config.key_scheme),
+            None => return Err(AppError::UnknownId(id)),
+        },
+    };
+    let key = iras_protocol::input_key(scheme, id, &file_name);
+    let bytes = match state.input_bucket.get(&key).await {
+        Ok(bytes) => bytes,
+        Err(iras_cloud::CloudError::ObjectNotFound { .. }) => return Err(AppError::NoImage(id)),
+        Err(e) => return Err(AppError::Unavailable(e.into())),
+    };
+    let content_type = iras_classifier::probe_image(&bytes, &state.config.limits)
+        .ok()
+        .and_then(|probe| image_media_type(probe.format))
+        .ok_or(AppError::NoImage(id))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox",
+            ),
+            // Under the file-name key scheme a later upload of the same name replaces it.
+            (header::CACHE_CONTROL, "private, max-age=60"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The media type of an image format as [`iras_classifier::probe_image`] names it.
+fn image_media_type(format: &str) -> Option<&'static str> {
+    Some(match format {
+        "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        "tiff" => "image/tiff",
+        _ => return None,
+    })
+}
+
 fn from_bucket(id: RequestId, file_name: Option<&FileName>, label: &str, json: bool) -> Response {
     let response = if json {
         Json(serde_json::json!({

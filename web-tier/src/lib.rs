@@ -5,9 +5,12 @@
 //! - [`config`]: the command line ([`Cli`]) and its validated form.
 //! - [`waiters`]: the bounded map of requests waiting for results (event driven: a oneshot
 //!   per request, completed by the listener), and recent results for `GET /results/{id}`.
-//! - `handlers`: `POST /`, `GET /results/{id}`, `GET /healthz`, `GET /metrics`, and the
+//! - `handlers`: `POST /`, `GET /results/{id}` (and its `/image`), `GET /healthz`,
+//!   `GET /metrics`, and the
 //!   internal delivery endpoint of the split deployment.
 //! - [`page`]: `GET /` — the upload page for a browser, a usage line for everyone else.
+//! - [`live`]: `GET /live` — the page's live view of queues, fleet, throughput and results,
+//!   as server-sent events.
 //! - [`reply`]: the queue results come back on, by default one this web tier makes for
 //!   itself at start and deletes at a clean stop, so several web tiers can serve one stack.
 //! - [`request_id`]: the id a client may choose (`Idempotency-Key` / `X-Request-Id`).
@@ -50,6 +53,7 @@ use tower_http::trace::TraceLayer;
 pub mod config;
 pub mod error;
 mod handlers;
+pub mod live;
 pub mod metrics;
 pub mod page;
 pub mod reply;
@@ -90,11 +94,14 @@ pub struct AppState {
     pub waiters: Arc<waiters::Waiters>,
     /// Counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// The live view's record of results, and its snapshots.
+    pub live: Arc<live::Live>,
 }
 
 impl AppState {
     /// Hands a result to its waiter (or records it) and counts it.
     pub fn complete(&self, response: ResponseMessage) -> Delivery {
+        self.live.record(&response);
         let delivery = self.waiters.complete(response);
         self.metrics.result(delivery);
         delivery
@@ -130,6 +137,8 @@ pub fn app(state: AppState) -> Router {
         .route(page::SCRIPT_PATH, get(page::script))
         .route(page::STYLE_PATH, get(page::style))
         .route("/results/{id}", get(handlers::result))
+        .route("/results/{id}/image", get(handlers::result_image))
+        .route(live::LIVE_PATH, get(live::stream))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .with_state(state)
@@ -211,6 +220,15 @@ async fn serve_with(
     reply: &reply::ReplyQueue,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Cancelled as soon as the server starts to drain: the live view's streams end then.
+    let draining = CancellationToken::new();
+    let shutdown = {
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            draining.cancel();
+        }
+    };
     let state = AppState {
         requests: cloud.queue(&args.stack.request_queue).await?,
         input_bucket: cloud.bucket(&args.stack.input_bucket).await?,
@@ -221,13 +239,27 @@ async fn serve_with(
             config.results_kept,
         )),
         metrics: Arc::new(metrics::Metrics::new()),
+        live: Arc::new(live::Live::new(config.live_interval, draining)),
         config,
     };
     let responses = reply.queue();
+    let fleet = cloud.fleet_view(&args.live.fleet.stack, &args.live.fleet.name_prefix)?;
 
     // Stops the internal endpoint and the embedded listener after the public server drained.
     let stop_background = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
+    let sources = live::Sources {
+        backend: cloud.kind().to_string(),
+        requests: state.requests.clone(),
+        responses: responses.clone(),
+        fleet,
+        waiters: state.waiters.clone(),
+    };
+    let sampler = state.live.clone().sample(sources, stop_background.clone());
+    background.spawn(async move {
+        sampler.await;
+        Ok(())
+    });
     match (args.listener.mode, internal) {
         (ListenerMode::Embedded, _) => {
             let sink = Arc::new(EmbeddedSink(state.clone()));

@@ -17,7 +17,7 @@ use iras_cloud::ReceiveOptions;
 use iras_protocol::internal::{DELIVERY_PATH, REPLY_QUEUE_PATH, Token};
 use iras_protocol::{FileName, RequestId, RequestMessage, ResponseMessage};
 use iras_testkit::TestStack;
-use iras_web_tier::{AppState, Cli, metrics::Metrics, waiters::Waiters};
+use iras_web_tier::{AppState, Cli, live::Live, metrics::Metrics, waiters::Waiters};
 use tower::ServiceExt;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -37,6 +37,10 @@ async fn state(stack: &TestStack) -> AppState {
         reply_to: stack.spec.response_queue.as_str().into(),
         waiters: Arc::new(Waiters::new(config.max_waiting, config.results_kept)),
         metrics: Arc::new(Metrics::new()),
+        live: Arc::new(Live::new(
+            config.live_interval,
+            tokio_util::sync::CancellationToken::new(),
+        )),
         config: Arc::new(config),
     }
 }

@@ -8,6 +8,8 @@
 //!   provisioned at start when [`Provision`] says so: every tier.
 //! - [`ListenerPolling`] (`--listener-*`) → the receive options of the response loop: the
 //!   web tier's embedded listener and the standalone `listener`.
+//! - [`FleetNaming`] (`--stack-name`, `--name-prefix`) → which fleet: the scaler manages
+//!   it, the web tier's live view watches it.
 //! - [`LimitArgs`] and [`DecodeArgs`] (`--max-image-*`, `--decode-*`) → the input limits
 //!   and the decode budget: the web tier and the app tier, which must refuse alike.
 //!
@@ -16,9 +18,11 @@
 //! its own `config` module, and what two binaries share is written once, here.
 
 mod cloud;
+mod fleet;
 mod limits;
 mod polling;
 
 pub use cloud::{CloudArgs, Provision, StackArgs};
+pub use fleet::FleetNaming;
 pub use limits::{DecodeArgs, LimitArgs};
 pub use polling::ListenerPolling;

@@ -139,6 +139,17 @@ pub trait Fleet: Send + Sync + fmt::Debug {
     async fn terminate(&self, ids: &[String]) -> Result<()>;
 }
 
+/// A read-only look at a fleet: what it holds and in which state, as [`Fleet::list`] shows
+/// it, for an observer in another process than the scaler (the web tier's live view). It
+/// needs no launch spec and changes nothing: it never launches, terminates, signals or
+/// rewrites a record, so any number of observers may look while the scaler acts.
+#[async_trait]
+pub trait FleetView: Send + Sync + fmt::Debug {
+    /// The fleet's instances, as [`Fleet::list`] would list them (less the launches only
+    /// the scaler's own handle knows of, which EC2 lists a few seconds later).
+    async fn list(&self) -> Result<Vec<Instance>>;
+}
+
 /// The lowest `count` ordinals (starting at 1) not used by an active or stopping instance.
 pub fn free_ordinals(instances: &[Instance], prefix: &str, count: usize) -> Vec<u32> {
     let used: std::collections::HashSet<u32> = instances

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 pub use bucket::Bucket;
 pub use error::{CloudError, Result};
-pub use fleet::{Fleet, Instance, InstanceState, Launched, Shortage};
+pub use fleet::{Fleet, FleetView, Instance, InstanceState, Launched, Shortage};
 pub use queue::{
     BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
     ReceiveOptions, ReceivedMessage,
@@ -241,6 +241,17 @@ impl Cloud {
             CloudBackend::Local(c) => Ok(Arc::new(c.fleet(spec)?)),
             #[cfg(feature = "aws")]
             CloudBackend::Aws(c) => Ok(Arc::new(c.fleet(spec)?)),
+        }
+    }
+
+    /// A read-only view of the fleet of `stack` whose instances are named `<name_prefix>N`
+    /// (the scaler's `--stack-name` and `--name-prefix`): for watching a fleet another
+    /// process manages.
+    pub fn fleet_view(&self, stack: &str, name_prefix: &str) -> Result<Arc<dyn FleetView>> {
+        match &self.backend {
+            CloudBackend::Local(c) => Ok(Arc::new(c.fleet_view(stack, name_prefix)?)),
+            #[cfg(feature = "aws")]
+            CloudBackend::Aws(c) => Ok(Arc::new(c.fleet_view(stack, name_prefix)?)),
         }
     }
 }

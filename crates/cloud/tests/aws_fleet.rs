@@ -159,6 +159,27 @@ async fn launched_instances_carry_their_tags_user_data_and_hardening() {
     names.sort();
     assert_eq!(names, ["app-tier-1", "app-tier-2"]);
 
+    // A watcher with only the stack and prefix (the web tier's live view) sees the same two.
+    let view = cloud.fleet_view(&stack, "app-tier-").unwrap();
+    let mut seen: Vec<String> = view
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, names);
+    assert!(
+        cloud
+            .fleet_view(&stack, "web-")
+            .unwrap()
+            .list()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // After a terminate the fleet counts one active instance.
     fleet.terminate(&[launched[0].id.clone()]).await.unwrap();
     let active = fleet

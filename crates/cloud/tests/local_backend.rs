@@ -246,6 +246,59 @@ async fn a_restarted_scaler_sees_and_stops_the_processes_it_started() {
 }
 
 #[tokio::test]
+async fn a_fleet_view_in_another_process_sees_the_states_change() {
+    let dir = tempfile::tempdir().unwrap();
+    // Watching before the scaler ever ran: an empty fleet, not an error.
+    let watcher = open(dir.path()).await;
+    let view = watcher.fleet_view("test", "app-tier-").unwrap();
+    assert!(view.list().await.unwrap().is_empty());
+    let other_prefix = watcher.fleet_view("test", "web-").unwrap();
+    assert!(watcher.fleet_view("../up", "app-tier-").is_err());
+
+    // Ready once a file appears, so the test decides when the instance serves.
+    let ready_when = dir.path().join("go");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; touch \"$IRAS_READY_FILE\"; exec sleep 300",
+        ready_when.display()
+    );
+    let fleet = open(dir.path())
+        .await
+        .fleet(fleet_spec(&script, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let id = fleet.launch(1).await.unwrap().instances[0].id.clone();
+    let seen = |state| {
+        let view = view.clone();
+        let id = id.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let listed = view.list().await.unwrap();
+                let now = listed.iter().find(|i| i.id == id).map(|i| i.state);
+                if now == Some(state) || Instant::now() > deadline {
+                    return (now, listed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (state, listed) = seen(InstanceState::Pending).await;
+    assert_eq!(state, Some(InstanceState::Pending));
+    assert_eq!(listed[0].name, "app-tier-1");
+    assert!(other_prefix.list().await.unwrap().is_empty());
+    std::fs::write(&ready_when, b"").unwrap();
+    assert_eq!(
+        seen(InstanceState::Running).await.0,
+        Some(InstanceState::Running)
+    );
+    fleet.terminate(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(
+        seen(InstanceState::Terminated).await.0,
+        Some(InstanceState::Terminated)
+    );
+}
+
+#[tokio::test]
 async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let script = "trap '' TERM; touch \"$IRAS_READY_FILE\"; while :; do sleep 0.1; done";

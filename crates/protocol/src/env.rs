@@ -101,6 +101,8 @@ variables! {
     IRAS_KEY_SCHEME,
     /// Finished results kept in memory for `GET /results/{id}`.
     IRAS_RESULTS_KEPT,
+    /// Seconds between the live view's looks at the queues and the fleet.
+    IRAS_LIVE_INTERVAL_SECS,
     /// `embedded` or `external`: where the web tier's listener runs.
     IRAS_LISTENER,
     /// With an external listener: the loopback address it delivers to.

@@ -1,5 +1,6 @@
 //! A stand-in for the app tier: answers every request with `label-of-<stem>`, reading claim
-//! checks from the input bucket as the app tier would, without the model. Tests of the web
+//! checks from the input bucket and keeping every image there as the app tier does, without
+//! the model. Tests of the web
 //! tier, the listener and the workload generator use it; the real model runs in the app
 //! tier's and the system tests.
 
@@ -69,6 +70,12 @@ async fn echo(cloud: Cloud, spec: StackSpec) {
                     ImagePayload::Claim { key } => input.get(key).await.unwrap(),
                 };
                 assert!(!bytes.is_empty());
+                // The app tier keeps every image in the input bucket (a claim check is
+                // already there).
+                let key = req.input_key();
+                if !matches!(&req.image, ImagePayload::Claim { key: claim } if *claim == key) {
+                    input.put(&key, bytes).await.unwrap();
+                }
                 let label = label_of(req.file_name.stem());
                 let resp = labelled(req.id, req.file_name.clone(), label);
                 let replies = cloud.queue(&req.reply_to).await.unwrap();

@@ -33,7 +33,7 @@ use aws_sdk_sqs::config::retry::RetryConfig;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 
-pub use ec2::Ec2Fleet;
+pub use ec2::{Ec2Fleet, Ec2FleetView};
 pub use s3::S3Bucket;
 pub use sqs::SqsQueue;
 
@@ -361,6 +361,11 @@ impl AwsCloud {
     /// The EC2 fleet described by `spec` (its `ec2` part is required).
     pub fn fleet(&self, spec: FleetSpec) -> Result<Ec2Fleet> {
         Ec2Fleet::new(self.clients.ec2.clone(), spec)
+    }
+
+    /// A read-only view of the fleet of `stack` (see [`crate::Cloud::fleet_view`]).
+    pub fn fleet_view(&self, stack: &str, name_prefix: &str) -> Result<Ec2FleetView> {
+        Ec2FleetView::new(self.clients.ec2.clone(), stack, name_prefix)
     }
 
     /// Tags EC2 instance `id` ready (see [`crate::Cloud::mark_ready`]).

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CloudError, Result};
-use crate::fleet::{Fleet, Instance, InstanceState, Launched, free_ordinals};
+use crate::fleet::{Fleet, FleetView, Instance, InstanceState, Launched, free_ordinals};
 use crate::spec::{FleetSpec, LocalLaunch};
 use iras_protocol::env;
 
@@ -128,6 +128,129 @@ impl Record {
             let _ = kill(Pid::from_raw(-self.pid), signal);
         }
     }
+
+    /// Its lifecycle state, read from the record, `/proc` and the ready flag in `dir`
+    /// (changing nothing: the fleet's refresh records what it implies).
+    fn state(&self, dir: &Path) -> InstanceState {
+        if self.terminated_at_ms.is_some() || !self.alive() {
+            InstanceState::Terminated
+        } else if self.stop_requested_at_ms.is_some() {
+            InstanceState::Stopping
+        } else if ready_path(dir, &self.name).exists() {
+            InstanceState::Running
+        } else {
+            InstanceState::Pending
+        }
+    }
+
+    /// Terminated long enough ago to be forgotten.
+    fn expired(&self, now_ms: u64) -> bool {
+        self.terminated_at_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > KEEP_TERMINATED.as_millis() as u64)
+    }
+
+    fn instance(self, state: InstanceState) -> Instance {
+        Instance {
+            id: self.id,
+            name: self.name,
+            state,
+            launched_at: UNIX_EPOCH + Duration::from_millis(self.launched_at_ms),
+        }
+    }
+}
+
+/// `<state>/fleet/<stack>`, once the stack name and the instance name prefix are known to be
+/// safe as file names.
+fn fleet_dir(root: &Path, stack: &str, name_prefix: &str) -> Result<PathBuf> {
+    for (what, value) in [("stack name", stack), ("instance name prefix", name_prefix)] {
+        if value.is_empty()
+            || value.starts_with('.')
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(CloudError::Config(format!(
+                "invalid {what} {value:?}: use letters, digits, '-', '_' and '.', not first"
+            )));
+        }
+    }
+    Ok(root.join("fleet").join(stack))
+}
+
+fn ready_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.ready"))
+}
+
+/// Every readable record in `dir` (none when the directory does not exist yet).
+fn read_records(dir: &Path) -> Result<Vec<Record>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(CloudError::Io {
+                action: "read fleet directory",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut records = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        match std::fs::read(&path).map(|b| serde_json::from_slice::<Record>(&b)) {
+            Ok(Ok(record)) => records.push(record),
+            // A torn or foreign file: not ours to act on, and not fatal to the rest.
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping unreadable fleet record")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping unreadable fleet record")
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// The read-only view of a local fleet ([`crate::FleetView`]): the records as they are,
+/// without the lock, the writes or the signals of the fleet's own refresh (records are
+/// replaced atomically, so an unlocked read sees whole ones).
+#[derive(Debug, Clone)]
+pub struct LocalFleetView {
+    dir: PathBuf,
+    name_prefix: String,
+}
+
+impl LocalFleetView {
+    pub(super) fn open(root: &Path, stack: &str, name_prefix: &str) -> Result<Self> {
+        Ok(Self {
+            dir: fleet_dir(root, stack, name_prefix)?,
+            name_prefix: name_prefix.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl FleetView for LocalFleetView {
+    async fn list(&self) -> Result<Vec<Instance>> {
+        let view = self.clone();
+        blocking("list", move || {
+            let now = now_ms();
+            let mut instances: Vec<Instance> = read_records(&view.dir)?
+                .into_iter()
+                .filter(|r| r.name.starts_with(&view.name_prefix) && !r.expired(now))
+                .map(|r| {
+                    let state = r.state(&view.dir);
+                    r.instance(state)
+                })
+                .collect();
+            instances.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(instances)
+        })
+        .await
+    }
 }
 
 impl LocalFleet {
@@ -137,22 +260,7 @@ impl LocalFleet {
                 "the local fleet needs a local launch spec (the app-tier program)".into(),
             )
         })?;
-        for (what, value) in [
-            ("stack name", &spec.stack),
-            ("instance name prefix", &spec.name_prefix),
-        ] {
-            if value.is_empty()
-                || value.starts_with('.')
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(CloudError::Config(format!(
-                    "invalid {what} {value:?}: use letters, digits, '-', '_' and '.', not first"
-                )));
-            }
-        }
-        let dir = root.join("fleet").join(&spec.stack);
+        let dir = fleet_dir(root, &spec.stack, &spec.name_prefix)?;
         std::fs::create_dir_all(&dir).map_err(|source| CloudError::StateDir {
             path: dir.clone(),
             source,
@@ -165,7 +273,7 @@ impl LocalFleet {
     }
 
     fn ready_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.ready"))
+        ready_path(&self.dir, name)
     }
 
     /// Serialises launches and terminations of this fleet across processes.
@@ -185,29 +293,7 @@ impl LocalFleet {
     }
 
     fn read_records(&self) -> Result<Vec<Record>> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|source| CloudError::Io {
-            action: "read fleet directory",
-            path: self.dir.clone(),
-            source,
-        })?;
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            match std::fs::read(&path).map(|b| serde_json::from_slice::<Record>(&b)) {
-                Ok(Ok(record)) => records.push(record),
-                // A torn or foreign file: not ours to act on, and not fatal to the rest.
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable fleet record")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable fleet record")
-                }
-            }
-        }
-        Ok(records)
+        read_records(&self.dir)
     }
 
     fn write_record(&self, record: &Record) -> Result<()> {
@@ -249,37 +335,23 @@ impl LocalFleet {
         let now = now_ms();
         let mut instances = Vec::new();
         for mut record in self.read_records()? {
-            let state = if record.terminated_at_ms.is_some() {
-                InstanceState::Terminated
-            } else if !record.alive() {
-                record.terminated_at_ms = Some(now);
-                self.write_record(&record)?;
-                InstanceState::Terminated
-            } else if record.stop_requested_at_ms.is_some() {
-                if record.kill_after_ms.is_some_and(|t| now >= t) {
+            let state = record.state(&self.dir);
+            match state {
+                InstanceState::Terminated if record.terminated_at_ms.is_none() => {
+                    record.terminated_at_ms = Some(now);
+                    self.write_record(&record)?;
+                }
+                InstanceState::Stopping if record.kill_after_ms.is_some_and(|t| now >= t) => {
                     tracing::warn!(instance = %record.name, pid = record.pid, "grace period over, sending SIGKILL");
                     record.signal(Signal::SIGKILL);
                 }
-                InstanceState::Stopping
-            } else if self.ready_path(&record.name).exists() {
-                InstanceState::Running
-            } else {
-                InstanceState::Pending
-            };
-            if state == InstanceState::Terminated
-                && record
-                    .terminated_at_ms
-                    .is_some_and(|t| now.saturating_sub(t) > KEEP_TERMINATED.as_millis() as u64)
-            {
+                _ => {}
+            }
+            if record.expired(now) {
                 let _ = std::fs::remove_file(self.record_path(&record.name));
                 continue;
             }
-            instances.push(Instance {
-                id: record.id,
-                name: record.name,
-                state,
-                launched_at: UNIX_EPOCH + Duration::from_millis(record.launched_at_ms),
-            });
+            instances.push(record.instance(state));
         }
         instances.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(instances)

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use bucket::LocalBucket;
-pub use fleet::LocalFleet;
+pub use fleet::{LocalFleet, LocalFleetView};
 pub use queue::LocalQueue;
 
 use crate::error::{CloudError, Result};
@@ -126,5 +126,10 @@ impl LocalCloud {
     /// The fleet of app-tier processes for `spec.stack`.
     pub fn fleet(&self, spec: FleetSpec) -> Result<LocalFleet> {
         LocalFleet::open(&self.root, spec)
+    }
+
+    /// A read-only view of the fleet of `stack` (see [`crate::Cloud::fleet_view`]).
+    pub fn fleet_view(&self, stack: &str, name_prefix: &str) -> Result<LocalFleetView> {
+        LocalFleetView::open(&self.root, stack, name_prefix)
     }
 }

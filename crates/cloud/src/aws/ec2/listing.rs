@@ -30,58 +30,13 @@ pub(crate) fn map_state(state: &InstanceStateName, ready: bool) -> InstanceState
 impl Ec2Fleet {
     /// What EC2 shows for this stack (instances whose name has the prefix).
     pub(super) async fn describe(&self) -> Result<Vec<Instance>> {
-        let mut pages = self
-            .client
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{STACK_TAG}"))
-                    .values(&self.spec.stack)
-                    .build(),
-            )
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| Failure::of(&e).into_error(SERVICE, "DescribeInstances"))?;
-            for reservation in page.reservations() {
-                out.extend(
-                    reservation
-                        .instances()
-                        .iter()
-                        .filter_map(|i| self.to_instance(i)),
-                );
-            }
-        }
-        Ok(out)
+        describe(&self.client, &self.spec.stack, &self.spec.name_prefix).await
     }
 
     /// Our view of an EC2 instance, if it is one of this fleet's.
+    #[cfg(test)]
     fn to_instance(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
-        let tag = |key: &str| {
-            i.tags()
-                .iter()
-                .find(|t| t.key() == Some(key))
-                .and_then(|t| t.value())
-        };
-        if tag(STACK_TAG) != Some(self.spec.stack.as_str()) {
-            return None;
-        }
-        let name = tag("Name").filter(|n| n.starts_with(&self.spec.name_prefix))?;
-        let ready = tag(READY_TAG).is_some();
-        Some(Instance {
-            id: i.instance_id()?.to_owned(),
-            name: name.to_owned(),
-            state: i
-                .state()
-                .and_then(|s| s.name())
-                .map_or(InstanceState::Pending, |s| map_state(s, ready)),
-            launched_at: i
-                .launch_time()
-                .and_then(|t| SystemTime::try_from(*t).ok())
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        })
+        to_instance(i, &self.spec.stack, &self.spec.name_prefix)
     }
 
     /// EC2's list plus the recent launches it does not show yet.
@@ -96,6 +51,99 @@ impl Ec2Fleet {
             .collect();
         listed.extend(missing);
         listed
+    }
+}
+
+/// What EC2 shows for `stack`: its instances whose name has `name_prefix`.
+pub(super) async fn describe(
+    client: &Client,
+    stack: &str,
+    name_prefix: &str,
+) -> Result<Vec<Instance>> {
+    let mut pages = client
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{STACK_TAG}"))
+                .values(stack)
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Failure::of(&e).into_error(SERVICE, "DescribeInstances"))?;
+        for reservation in page.reservations() {
+            out.extend(
+                reservation
+                    .instances()
+                    .iter()
+                    .filter_map(|i| to_instance(i, stack, name_prefix)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Our view of an EC2 instance, if it is one of the fleet of `stack` and `name_prefix`.
+fn to_instance(
+    i: &aws_sdk_ec2::types::Instance,
+    stack: &str,
+    name_prefix: &str,
+) -> Option<Instance> {
+    let tag = |key: &str| {
+        i.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+    };
+    if tag(STACK_TAG) != Some(stack) {
+        return None;
+    }
+    let name = tag("Name").filter(|n| n.starts_with(name_prefix))?;
+    let ready = tag(READY_TAG).is_some();
+    Some(Instance {
+        id: i.instance_id()?.to_owned(),
+        name: name.to_owned(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map_or(InstanceState::Pending, |s| map_state(s, ready)),
+        launched_at: i
+            .launch_time()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    })
+}
+
+/// The read-only view of an EC2 fleet ([`crate::FleetView`]): `DescribeInstances` alone, the
+/// one EC2 right a watcher needs.
+#[derive(Debug, Clone)]
+pub struct Ec2FleetView {
+    client: Client,
+    stack: String,
+    name_prefix: String,
+}
+
+impl Ec2FleetView {
+    pub(in crate::aws) fn new(client: Client, stack: &str, name_prefix: &str) -> Result<Self> {
+        if stack.is_empty() || name_prefix.is_empty() {
+            return Err(crate::CloudError::Config(
+                "the fleet needs a stack name and an instance name prefix".into(),
+            ));
+        }
+        Ok(Self {
+            client,
+            stack: stack.to_owned(),
+            name_prefix: name_prefix.to_owned(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::FleetView for Ec2FleetView {
+    async fn list(&self) -> Result<Vec<Instance>> {
+        describe(&self.client, &self.stack, &self.name_prefix).await
     }
 }
 

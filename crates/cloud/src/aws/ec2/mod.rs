@@ -74,6 +74,7 @@ use crate::error::{CloudError, Result};
 use crate::fleet::{Fleet, Instance, InstanceState, Launched, free_ordinals};
 use crate::spec::{Ec2Launch, FleetSpec, MAX_GP3_VOLUME_GIB};
 
+pub use listing::Ec2FleetView;
 pub(super) use listing::tag_ready;
 use placement::{Placement, placements};
 
