@@ -135,6 +135,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
         .route(page::SCRIPT_PATH, get(page::script))
+        .route(page::LIVE_SCRIPT_PATH, get(page::live_script))
         .route(page::STYLE_PATH, get(page::style))
         .route("/results/{id}", get(handlers::result))
         .route("/results/{id}/image", get(handlers::result_image))

@@ -1,16 +1,16 @@
-//! The live view over real HTTP: `GET /live` streams snapshots in which a backlog, the
-//! fleet's instances (from the fleet records another process writes, as the scaler does) and
-//! the results as they arrive all show; the images behind the recent results are served back
+//! The live view over real HTTP, on both backends: `GET /live` streams snapshots in which a
+//! backlog, the fleet's instances (launched through another handle, as the scaler does: a
+//! local process, or an EC2 instance on moto) and the results as they arrive all show; the images behind the recent results are served back
 //! as images; and an open stream does not hold up the web tier's shutdown.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
-use iras_cloud::{Cloud, FleetSpec, LocalLaunch};
-use iras_testkit::echo::local_echo_worker;
+use iras_testkit::TestStack;
+use iras_testkit::echo::echo_worker;
+use iras_testkit::fleet::StandIn;
 use iras_testkit::web::Web;
 use iras_web_tier::Cli;
 use serde_json::Value;
@@ -83,51 +83,30 @@ fn member_state<'a>(snapshot: &'a Value, name: &str) -> Option<&'a str> {
         .as_str()
 }
 
-/// Launches one app-tier stand-in in the local fleet of the default stack, as the scaler
-/// would from its own process: it reports ready once the file `go` exists.
-async fn launch_instance(state: &Path) -> (std::sync::Arc<dyn iras_cloud::Fleet>, String) {
-    let go = state.join("go");
-    let script = format!(
-        "while [ ! -e '{}' ]; do sleep 0.05; done; touch \"$IRAS_READY_FILE\"; exec sleep 120",
-        go.display()
-    );
-    let fleet = Cloud::open_local(state)
-        .await
-        .unwrap()
-        .fleet(FleetSpec {
-            name_prefix: "app-tier-".into(),
-            stack: "iras".into(),
-            tags: vec![],
-            local: Some(LocalLaunch {
-                program: "/bin/sh".into(),
-                args: vec!["-c".into(), script],
-                env: vec![],
-                grace: Duration::from_secs(1),
-            }),
-            ec2: None,
-        })
-        .await
-        .unwrap();
-    let id = fleet.launch(1).await.unwrap().instances[0].id.clone();
-    (fleet, id)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_shows_the_backlog_the_fleet_and_the_results_on_the_local_backend() {
+    live_view_on(TestStack::local().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_view_shows_the_backlog_the_fleet_and_the_results_as_they_change() {
-    let state = tempfile::tempdir().unwrap();
-    let web = Web::serve(
-        Cli::try_parse_from([
-            "web-tier",
-            "--state-dir",
-            state.path().to_str().unwrap(),
+async fn the_live_view_shows_the_backlog_the_fleet_and_the_results_on_aws() {
+    live_view_on(TestStack::aws().await).await;
+}
+
+async fn live_view_on(stack: TestStack) {
+    let instance = StandIn::launch(&stack).await;
+    let mut args = vec!["web-tier".to_owned()];
+    args.extend(stack.flags());
+    args.extend(
+        [
+            "--stack-name",
+            &instance.stack_name,
             "--live-interval-secs",
             "1",
-        ])
-        .unwrap(),
-        None,
-    )
-    .await;
-    let (fleet, instance) = launch_instance(state.path()).await;
+        ]
+        .map(str::to_owned),
+    );
+    let web = Web::serve(Cli::try_parse_from(args).unwrap(), None).await;
     let mut live = LiveStream::open(&web.url).await;
 
     // Three uploads and no worker yet: a backlog of three, three requests waiting here.
@@ -151,20 +130,23 @@ async fn the_live_view_shows_the_backlog_the_fleet_and_the_results_as_they_chang
         .until("three requests queued", |s| s["requests"]["visible"] == 3)
         .await;
     assert_eq!(backlog["waiting"], 3);
-    assert_eq!(backlog["backend"], "local");
-    assert_eq!(backlog["requests"]["name"], "iras-requests");
-    assert_eq!(member_state(&backlog, "app-tier-1"), Some("pending"));
+    assert_eq!(backlog["backend"], stack.backend().name());
+    assert_eq!(
+        backlog["requests"]["name"],
+        stack.spec.request_queue.as_str()
+    );
+    assert_eq!(member_state(&backlog, &instance.name), Some("pending"));
     assert!(backlog["recent"].as_array().unwrap().is_empty());
 
     // The instance reports ready: the fleet changes on the view.
-    std::fs::write(state.path().join("go"), b"").unwrap();
-    live.until("app-tier-1 running", |s| {
-        member_state(s, "app-tier-1") == Some("running")
+    instance.ready().await;
+    live.until("the instance running", |s| {
+        member_state(s, &instance.name) == Some("running")
     })
     .await;
 
     // A worker takes the backlog: the queue drains and the results show, newest first.
-    let worker = local_echo_worker(state.path());
+    let worker = echo_worker(&stack);
     for upload in uploads {
         let (i, status, label) = upload.await.unwrap();
         assert_eq!(status, 200);
@@ -237,5 +219,5 @@ async fn the_live_view_shows_the_backlog_the_fleet_and_the_results_as_they_chang
     .await;
     assert!(ended.is_ok(), "the stream did not end");
     worker.abort();
-    fleet.terminate(&[instance]).await.unwrap();
+    instance.stop().await;
 }

@@ -11,6 +11,8 @@
 //! - [`wait`]: [`eventually`], waiting on a condition with a deadline instead of sleeping.
 //! - [`echo`]: a stand-in app tier answering `label-of-<stem>`, for tests of everything
 //!   but the model.
+//! - [`fleet`]: a stand-in instance in a local fleet that turns ready when the test says,
+//!   for tests of what watches the fleet.
 //! - `web` (feature `web`): the web tier served in-process on a listener bound to port 0.
 //! - [`photos`]: the golden photos and their expected labels (the model tests' assets).
 //! - [`bomb`]: a decompression bomb, for the hostile-input tests and the fault benchmark.
@@ -24,6 +26,7 @@
 
 pub mod bomb;
 pub mod echo;
+pub mod fleet;
 pub mod moto;
 pub mod photos;
 pub mod ports;
