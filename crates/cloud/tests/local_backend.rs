@@ -382,3 +382,22 @@ async fn a_stack_that_sqs_would_refuse_is_refused() {
         .await;
     assert!(matches!(err, Err(CloudError::Config(_))), "{err:?}");
 }
+
+/// Tiers started together on a fresh state directory (as `scripts/run-local` starts the web
+/// tier and the scaler) all open it: creating the database, switching it to WAL and making
+/// its schema race, and none may fail with "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tiers_opening_a_fresh_state_directory_at_once_all_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = dir.path().to_owned();
+                tokio::spawn(async move { Cloud::open_local(&path).await.map(|_| ()) })
+            })
+            .collect();
+        for open in opens {
+            open.await.unwrap().unwrap();
+        }
+    }
+}

@@ -159,9 +159,10 @@ variables! {
     IRAS_SCALER_METRICS_LISTEN,
     /// Terminate the fleet when the scaler exits.
     IRAS_SCALER_TERMINATE_ON_EXIT,
-    /// Name prefix of new instances.
+    /// Name prefix of the fleet's instances (the scaler names them so; the web tier's live
+    /// view lists them by it).
     IRAS_SCALER_NAME_PREFIX,
-    /// The stack whose instances are counted.
+    /// The stack whose instances the scaler counts and the web tier's live view shows.
     IRAS_SCALER_STACK,
     /// Extra tags of new instances, comma-separated `K=V`.
     IRAS_SCALER_TAGS,

@@ -419,6 +419,32 @@ fn local_records(state: &Path) -> Vec<(String, i32, bool)> {
 }
 
 /// Posts every upload at once; returns (upload, status, body).
+/// The first snapshot of the web tier's live view (`GET /live`).
+async fn live_snapshot(url: &str) -> serde_json::Value {
+    let mut response = reqwest::get(format!("{}/live", url.trim_end_matches('/')))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            // Only whole events: those before the last blank line.
+            let whole = text.rfind("\n\n").map_or("", |end| &text[..end]);
+            if let Some(data) = whole
+                .split("\n\n")
+                .filter(|event| event.contains("event: snapshot"))
+                .find_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+            {
+                return serde_json::from_str(data).unwrap();
+            }
+            let chunk = response.chunk().await.unwrap().expect("the stream ended");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .expect("a live snapshot within 15 s")
+}
+
 async fn post_all(url: &str, uploads: &[Upload]) -> Vec<(Upload, u16, String)> {
     let client = reqwest::Client::new();
     let tasks: Vec<_> = uploads
@@ -490,6 +516,32 @@ async fn a_burst_split_across_two_web_tiers_scales_out_and_back_to_zero(d: Deplo
     if let Deployment::Aws { rehearsal, .. } = &d {
         assert_launch_hardening(rehearsal).await;
     }
+    // The first web tier's live view lists the fleet the scaler runs in another process
+    // (through the fleet API: EC2 on AWS), and every result came from one of its instances.
+    let live = live_snapshot(d.url()).await;
+    let fleet = live["fleet"].as_array().unwrap();
+    assert!(!fleet.is_empty(), "the live view lists the fleet: {live:#}");
+    for member in fleet {
+        if member["answered_last_minute"].as_u64().unwrap() > 0 {
+            assert!(
+                member["state"].is_string(),
+                "a worker outside the fleet answered: {member}"
+            );
+        }
+    }
+    let series = &live["series"];
+    let answered: f64 = series["labels_per_sec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .sum();
+    assert_eq!(
+        (answered * series["bucket_ms"].as_f64().unwrap() / 1000.0).round(),
+        50.0,
+        "the first web tier's 50 results in its throughput"
+    );
+    assert_eq!(live["requests"]["visible"], 0, "{live:#}");
     // The second web tier got exactly its own 50 results, and stops cleanly, taking its
     // reply queue with it.
     let metrics = reqwest::get(format!("{second_url}metrics"))

@@ -53,11 +53,11 @@ impl LocalCloud {
             })?;
         }
         // Writable? Creating the database would tell us too, but with a less clear error.
-        let probe = root
-            .join("tmp")
-            .join(format!(".probe-{}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .and_then(|()| std::fs::remove_file(&probe))
+        // A name of its own (several handles may open one directory at once, in one
+        // process too), removed when dropped.
+        tempfile::Builder::new()
+            .prefix(".probe-")
+            .tempfile_in(root.join("tmp"))
             .map_err(|source| CloudError::StateDir {
                 path: root.clone(),
                 source,

@@ -74,25 +74,60 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Opens the database at `path`, in WAL mode with its schema (see [`Database::open`]).
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers never block the writer, and writers in other processes commit without
+    // waiting for readers. NORMAL sync in WAL mode survives any process crash (what
+    // at-least-once needs here); only an OS crash or power loss may lose the last commits.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // IMMEDIATE takes the write lock first, so the busy timeout applies to it, instead of
+    // reading the schema and failing to upgrade while another tier creates it.
+    let schema = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    schema.execute_batch(SCHEMA)?;
+    schema.commit()?;
+    Ok(conn)
+}
+
+/// SQLite's "database is busy/locked".
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl Database {
     /// Opens or creates the database, in WAL mode, and its schema. A file that is not a
     /// database is reported, never replaced.
     pub(crate) async fn open(path: PathBuf) -> Result<Self> {
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
-            let fail = |e: rusqlite::Error| db_error(&p, "*", e);
-            let conn = Connection::open(&p).map_err(fail)?;
-            conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-            // WAL: readers never block the writer, and writers in other processes commit
-            // without waiting for readers. NORMAL sync in WAL mode survives any process
-            // crash (what at-least-once needs here); only an OS crash or power loss may
-            // lose the last commits.
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(fail)?;
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(fail)?;
-            conn.execute_batch(SCHEMA).map_err(fail)?;
-            Ok(conn)
+            // Tiers started together on a fresh directory race to create the database,
+            // switch it to WAL and make the schema. SQLite answers some of those races with
+            // an immediate SQLITE_BUSY that no busy timeout waits out (switching the journal
+            // mode, or a read lock that cannot be upgraded while another connection writes),
+            // so the whole opening is retried until the busy timeout has passed.
+            let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+            loop {
+                match open_connection(&p) {
+                    Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                        // A little jitter (from the clock) so racing tiers do not retry in step.
+                        let jitter = u64::from(
+                            SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .unwrap_or_default()
+                                .subsec_nanos()
+                                % 40,
+                        );
+                        std::thread::sleep(Duration::from_millis(10 + jitter));
+                    }
+                    opened => return opened.map_err(|e| db_error(&p, "*", e)),
+                }
+            }
         })
         .await
         .map_err(|e| CloudError::Database {
