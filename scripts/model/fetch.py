@@ -385,9 +385,13 @@ def int8_manifest(fp32_manifest: str, variant: str, description: str) -> str:
     )
 
 
-# sha256 of the int8 model.onnx. Quantisation was checked to be byte-for-byte reproducible (three
-# builds, calibration photos re-extracted in between): same fp32 graph, onnxruntime 1.32.0 and
-# numpy, same calibration photos in the same order.
+# sha256 of the int8 model.onnx as built on the machine that measured it. Quantisation was checked to
+# be byte-for-byte reproducible there (three builds, calibration photos re-extracted in between):
+# same fp32 graph, onnxruntime 1.32.0 and numpy, same calibration photos in the same order. Every
+# input is pinned; the calibration itself runs the fp32 model in onnxruntime, whose kernels differ
+# between CPUs (AVX2, AVX-512) in the last bits of a float, and the ranges it finds decide the
+# scales, so another CPU may build other bytes. A mismatch is therefore reported and the pack held
+# to its behaviour instead (the golden photos keep the fp32 labels), not refused.
 INT8_SHA256 = "6fa0a567609f62bdcfe348308f2d2e4c97293458ee0301d56636854b7b02d1f5"
 
 
@@ -421,10 +425,10 @@ def build_efficientnet_int8(cache: Cache, golden: dict[str, str]) -> str:
         quantize.quantize(os.path.join(fp32_dir, "model.onnx"), model, calib, "images", options)
         got = sha256_file(model)
         if got != INT8_SHA256:
-            raise FetchError(
-                f"int8 model: sha256 {got}, expected {INT8_SHA256} (the quantiser's output changed: "
-                "check the pins in scripts/model/requirements.txt, then re-measure with scripts/bench-int8 "
-                "and update INT8_SHA256)"
+            log(
+                f"efficientnet-lite0-int8: warning: sha256 {got}, not the pinned {INT8_SHA256}: this CPU's "
+                "calibration ranges differ in the last bits (or a pin in scripts/model/requirements.txt "
+                "changed); the pack is checked on the golden photos instead"
             )
         write_pack(staging, int8_manifest(MANIFESTS["efficientnet-lite0"], variant, description), imagenet_labels(cache), None, None)
         fp32_tops = verify_golden(fp32_dir, golden, coffee_top1=True)
