@@ -23,6 +23,8 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from photos import PhotoError  # noqa: E402
+
 # Bump when a pack's graph or manifest generation changes, so stale stamps are rebuilt.
 GENERATOR_VERSION = "1"
 
@@ -369,6 +371,84 @@ def build_efficientnet(cache: Cache, golden: dict[str, str]) -> str:
     return directory
 
 
+def skimage_photo(cache: Cache, stem: str) -> bytes:
+    """An image of scikit-image's data directory from the pinned wheel."""
+    name = f"skimage/data/{stem}.{'jpg' if stem == 'rocket' else 'png'}"
+    with zipfile.ZipFile(cache.wheel("scikit-image")) as z:
+        return z.read(name)
+
+
+def int8_manifest(fp32_manifest: str, variant: str, description: str) -> str:
+    return fp32_manifest.replace('name = "efficientnet-lite0"', 'name = "efficientnet-lite0-int8"').replace(
+        'description = "EfficientNet-Lite0, ImageNet-1k (75.1% top-1); ',
+        f'description = "EfficientNet-Lite0 int8 ({description}; quantisation variant {variant}); ',
+    )
+
+
+# sha256 of the int8 model.onnx as built on the machine that measured it. Quantisation was checked to
+# be byte-for-byte reproducible there (three builds, calibration photos re-extracted in between):
+# same fp32 graph, onnxruntime 1.32.0 and numpy, same calibration photos in the same order. Every
+# input is pinned; the calibration itself runs the fp32 model in onnxruntime, whose kernels differ
+# between CPUs (AVX2, AVX-512) in the last bits of a float, and the ranges it finds decide the
+# scales, so another CPU may build other bytes. A mismatch is therefore reported and the pack held
+# to its behaviour instead (the golden photos keep the fp32 labels), not refused.
+INT8_SHA256 = "6fa0a567609f62bdcfe348308f2d2e4c97293458ee0301d56636854b7b02d1f5"
+
+
+def build_efficientnet_int8(cache: Cache, golden: dict[str, str]) -> str:
+    """The fp32 pack statically quantised to int8 by onnxruntime.quantization, calibrated on the
+    fixed photo set of ``photos.py``. Accepted only if both golden photos keep the fp32 pack's
+    top-1 label."""
+    import onnxruntime
+    import quantize
+    import reference
+
+    fp32_dir = build_efficientnet(cache, golden)
+    directory = os.path.join(cache.packs, "efficientnet-lite0-int8")
+    variant = quantize.PACK_VARIANT
+    description, options = quantize.VARIANTS[variant]
+    with open(os.path.join(fp32_dir, ".stamp.json")) as f:
+        fp32_stamp = json.load(f)["files"]["model.onnx"]
+    key = (
+        f"efficientnet-lite0-int8:{fp32_stamp}:{variant}:{json.dumps(options, sort_keys=True)}:"
+        f"ort{onnxruntime.__version__}:{photos_key()}:{GENERATOR_VERSION}"
+    )
+    if not cache.stamp_ok(directory, key):
+        calibration = quantize.calibration_set(cache, log)
+        log(f"efficientnet-lite0-int8: static quantisation ({description}) on {len(calibration)} calibration photos")
+        manifest = reference.load_manifest(fp32_dir)
+        calib = quantize.tensors(manifest, calibration)
+        staging = directory + ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        model = os.path.join(staging, "model.onnx")
+        quantize.quantize(os.path.join(fp32_dir, "model.onnx"), model, calib, "images", options)
+        got = sha256_file(model)
+        if got != INT8_SHA256:
+            log(
+                f"efficientnet-lite0-int8: warning: sha256 {got}, not the pinned {INT8_SHA256}: this CPU's "
+                "calibration ranges differ in the last bits (or a pin in scripts/model/requirements.txt "
+                "changed); the pack is checked on the golden photos instead"
+            )
+        write_pack(staging, int8_manifest(MANIFESTS["efficientnet-lite0"], variant, description), imagenet_labels(cache), None, None)
+        fp32_tops = verify_golden(fp32_dir, golden, coffee_top1=True)
+        tops = verify_golden(staging, golden, coffee_top1=True)
+        for stem in golden:
+            if tops[stem][0]["index"] != fp32_tops[stem][0]["index"]:
+                raise FetchError(f"int8 pack: {stem} is {tops[stem][0]['label']}, fp32 says {fp32_tops[stem][0]['label']}")
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+        cache.write_stamp(directory, key, ["model.onnx", "pack.toml", "labels.txt"])
+    log(f"pack efficientnet-lite0-int8: {directory}")
+    return directory
+
+
+def photos_key() -> str:
+    import photos
+
+    return hashlib.sha256(json.dumps([photos.DEBS[photos.CALIBRATION_PACKAGE], photos.CALIBRATION_COUNT]).encode()).hexdigest()[:16]
+
+
 def simple_labels() -> list[str]:
     url, digest = SIMPLE_LABELS
     labels = json.loads(download(url, digest))
@@ -528,21 +608,24 @@ def main(argv: list[str]) -> int:
         for pack in args.packs:
             if pack == "efficientnet-lite0":
                 build_efficientnet(cache, golden)
+            elif pack == "efficientnet-lite0-int8":
+                build_efficientnet_int8(cache, golden)
             elif pack in RESNET_WEIGHTS:
                 build_resnet(cache, pack, golden, test=False)
             elif pack == "onnxruntime":
                 pass
             else:
-                raise FetchError(f"unknown pack {pack!r}; known: efficientnet-lite0, resnet18, resnet50, onnxruntime")
+                raise FetchError(f"unknown pack {pack!r}; known: efficientnet-lite0, efficientnet-lite0-int8, resnet18, resnet50, onnxruntime")
         if args.with_test_assets:
             d = build_efficientnet(cache, golden)
             images = dict(golden)
             images.update(make_test_images(cache, golden))
             write_reference(cache, d, images)
+            write_reference(cache, build_efficientnet_int8(cache, golden), golden)
             std_dir, raw_dir = build_resnet(cache, "resnet18", golden, test=True)
             write_reference(cache, std_dir, golden)
             write_reference(cache, raw_dir, {"small-64-png": images["small-64-png"]})
-    except FetchError as e:
+    except (FetchError, PhotoError) as e:
         print(f"fetch-model: error: {e}", file=sys.stderr)
         return 1
     return 0

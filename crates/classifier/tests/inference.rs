@@ -73,6 +73,47 @@ fn golden_photos_match_labels_and_python_scores() {
     }
 }
 
+/// The int8 pack (a QDQ graph with float input and output: the same manifest format) loads,
+/// is really the quantised model, keeps the golden labels, and scores like Python onnxruntime.
+#[test]
+fn int8_pack_keeps_golden_labels_and_matches_python() {
+    let dir = pack_dir("efficientnet-lite0-int8");
+    let fp32_bytes = std::fs::metadata(pack_dir("efficientnet-lite0").join("model.onnx"))
+        .unwrap()
+        .len();
+    let int8_bytes = std::fs::metadata(dir.join("model.onnx")).unwrap().len();
+    assert!(
+        int8_bytes * 2 < fp32_bytes,
+        "int8 model {int8_bytes} B is not much smaller than fp32 {fp32_bytes} B"
+    );
+    let mut c = classifier(&dir);
+    assert_eq!(c.pack().name(), "efficientnet-lite0-int8");
+    let chelsea = c.classify(&golden("chelsea"), 5).unwrap();
+    assert_eq!(
+        (chelsea.index, chelsea.label.as_str()),
+        (282, "tiger cat"),
+        "{chelsea:?}"
+    );
+    let coffee = c.classify(&golden("coffee"), 5).unwrap();
+    assert_eq!(
+        (coffee.index, coffee.label.as_str()),
+        (967, "espresso"),
+        "{coffee:?}"
+    );
+
+    let reference = reference("efficientnet-lite0-int8");
+    for stem in ["chelsea", "coffee"] {
+        let probs = probabilities(&mut c, &golden(stem));
+        for (index, want) in reference_top5(&reference, stem) {
+            let got = probs[&index];
+            assert!(
+                (got - want).abs() <= 1e-3,
+                "{stem} class {index}: rust {got}, python {want}"
+            );
+        }
+    }
+}
+
 /// The tensor the Rust preprocessing produces for each test image against the PIL reference.
 ///
 /// Tolerance: the resampler reproduces Pillow's fixed-point arithmetic, so for lossless formats
