@@ -25,6 +25,11 @@
     return `${Math.floor(m / 60)} h ${m % 60} min`;
   }
 
+  function ms(v) {
+    if (v < 1000) return `${v} ms`;
+    return `${(v / 1000).toFixed(v < 10000 ? 1 : 0)} s`;
+  }
+
   function rate(r) {
     return r >= 10 ? r.toFixed(0) : r.toFixed(1);
   }
@@ -70,7 +75,7 @@
   }
 
   // Lines over the window (null = no value: a gap), a 0-based y axis with its top value.
-  function drawChart(node, lines, unit, label) {
+  function drawChart(node, lines, format, label) {
     const W = 640, H = 130, left = 48, bottom = 16, top = 6;
     const all = lines.flatMap((l) => l.values.filter((v) => v !== null));
     const max = niceMax(Math.max(0, ...all));
@@ -80,7 +85,7 @@
     const children = [
       svg("line", { x1: left, y1: y(0), x2: W - 2, y2: y(0), class: "axis" }),
       svg("line", { x1: left, y1: y(max), x2: W - 2, y2: y(max), class: "grid" }),
-      svg("text", { x: left - 4, y: y(max) + 4, "text-anchor": "end", class: "tick" }, `${max}${unit}`),
+      svg("text", { x: left - 4, y: y(max) + 4, "text-anchor": "end", class: "tick" }, format(max)),
       svg("text", { x: left - 4, y: y(0) + 4, "text-anchor": "end", class: "tick" }, "0"),
       svg("text", { x: left, y: H - 2, class: "tick" }, "−5 min"),
       svg("text", { x: W - 2, y: H - 2, "text-anchor": "end", class: "tick" }, "now"),
@@ -111,7 +116,9 @@
       tr.firstChild.scope = "row";
       const badge = el("span", `state state-${m.state || "outside"}`, state);
       tr.insertCell().append(badge);
-      tr.insertCell().textContent = m.launched_at_ms ? duration(snapshot.at_ms - m.launched_at_ms) : "–";
+      // Uptime while it lives; an instance that ended has none.
+      const alive = ["pending", "running", "stopping"].includes(m.state);
+      tr.insertCell().textContent = alive && m.launched_at_ms ? duration(snapshot.at_ms - m.launched_at_ms) : "–";
       tr.insertCell().textContent = String(m.answered_last_minute);
       tr.insertCell().textContent = m.last_at_ms
         ? `${m.last} (${m.last_file}), ${duration(snapshot.at_ms - m.last_at_ms)} ago`
@@ -170,15 +177,15 @@
     tile("tile-throughput", `${rate(latest(s.labels_per_sec))}/s`,
       `${rate(latest(s.errors_per_sec))}/s errors · ${snapshot.waiting} waiting here`);
     const p50 = latestDefined(s.p50_ms), p95 = latestDefined(s.p95_ms);
-    tile("tile-latency", p50 === null ? "–" : `${p50} / ${p95} ms`, "queued + in the worker");
+    tile("tile-latency", p50 === null ? "–" : `${ms(p50)} / ${ms(p95)}`, "queued + in the worker");
     drawChart($("chart-throughput"), [
       { values: s.labels_per_sec, cls: "line-labels" },
       { values: s.errors_per_sec, cls: "line-errors", optional: true },
-    ], "/s", `Results per second over the last 5 minutes; now ${rate(latest(s.labels_per_sec))}`);
+    ], (v) => `${v}/s`, `Results per second over the last 5 minutes; now ${rate(latest(s.labels_per_sec))}`);
     drawChart($("chart-latency"), [
       { values: s.p95_ms, cls: "line-p95" },
       { values: s.p50_ms, cls: "line-p50" },
-    ], " ms", `Latency over the last 5 minutes; latest p50 ${p50 ?? "–"} ms, p95 ${p95 ?? "–"} ms`);
+    ], ms, `Latency over the last 5 minutes; latest p50 ${p50 === null ? "–" : ms(p50)}, p95 ${p95 === null ? "–" : ms(p95)}`);
     fleetRows(snapshot);
     recentItems(snapshot);
     status.textContent = `live · ${snapshot.backend} backend · every ${snapshot.interval_ms / 1000} s`;
