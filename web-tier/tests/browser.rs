@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use fantoccini::{ClientBuilder, Locator};
 use iras_testkit::TestStack;
+use iras_testkit::client::upload;
 use iras_testkit::echo::echo_worker;
 use iras_testkit::fleet::StandIn;
 use iras_testkit::web::Web;
@@ -99,16 +100,12 @@ fn burst(url: &str, n: u8) -> Vec<tokio::task::JoinHandle<u16>> {
         .map(|i| {
             let url = url.to_owned();
             tokio::spawn(async move {
-                let part = reqwest::multipart::Part::bytes(png(10 + i))
-                    .file_name(format!("burst_{i}.png"));
-                let form = reqwest::multipart::Form::new().part("myfile", part);
-                let answer = reqwest::Client::new()
-                    .post(&url)
-                    .multipart(form)
-                    .send()
+                let name = format!("burst_{i}.png");
+                let client = reqwest::Client::new();
+                upload(&client, &url, &name, png(10 + i))
                     .await
-                    .unwrap();
-                answer.status().as_u16()
+                    .status()
+                    .as_u16()
             })
         })
         .collect()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use iras_testkit::TestStack;
+use iras_testkit::client::upload;
 use iras_testkit::echo::echo_worker;
 use iras_testkit::fleet::StandIn;
 use iras_testkit::web::Web;
@@ -114,14 +115,8 @@ async fn live_view_on(stack: TestStack) {
         .map(|i| {
             let url = web.url.clone();
             tokio::spawn(async move {
-                let part = reqwest::multipart::Part::bytes(png(i)).file_name(format!("img{i}.png"));
-                let form = reqwest::multipart::Form::new().part("myfile", part);
-                let answer = reqwest::Client::new()
-                    .post(&url)
-                    .multipart(form)
-                    .send()
-                    .await
-                    .unwrap();
+                let client = reqwest::Client::new();
+                let answer = upload(&client, &url, &format!("img{i}.png"), png(i)).await;
                 (i, answer.status(), answer.text().await.unwrap())
             })
         })

@@ -20,6 +20,7 @@ use iras_protocol::{FileName, ImagePayload, KeyScheme, RequestId, RequestMessage
 use iras_rehearsal::burst::{Upload, golden_uploads};
 use iras_rehearsal::image::ImageSource;
 use iras_rehearsal::{Phase, Rehearsal, RehearsalOptions};
+use iras_testkit::client::upload;
 use tokio::process::{Child, Command};
 
 /// Most app tiers in these tests (the scaler scales out to min(ceil(100 / 2), this)).
@@ -453,11 +454,7 @@ async fn post_all(url: &str, uploads: &[Upload]) -> Vec<(Upload, u16, String)> {
         .map(|u| {
             let (client, url) = (client.clone(), url.to_owned());
             tokio::spawn(async move {
-                let form = reqwest::multipart::Form::new().part(
-                    "myfile",
-                    reqwest::multipart::Part::bytes(u.bytes.clone()).file_name(u.name.clone()),
-                );
-                let r = client.post(&url).multipart(form).send().await.unwrap();
+                let r = upload(&client, &url, &u.name, u.bytes.clone()).await;
                 let status = r.status().as_u16();
                 (u, status, r.text().await.unwrap())
             })
@@ -723,11 +720,7 @@ async fn poison_is_an_error_result_and_the_course_client_gets_its_answers(d: Dep
     // Bad input is refused with a reason before anything is queued.
     let client = reqwest::Client::new();
     for (bytes, status) in [(b"".to_vec(), 400), (b"not an image".to_vec(), 415)] {
-        let form = reqwest::multipart::Form::new().part(
-            "myfile",
-            reqwest::multipart::Part::bytes(bytes).file_name("bad.jpg"),
-        );
-        let r = client.post(d.url()).multipart(form).send().await.unwrap();
+        let r = upload(&client, d.url(), "bad.jpg", bytes).await;
         assert_eq!(r.status().as_u16(), status);
         assert!(!r.text().await.unwrap().trim().is_empty(), "a reason");
     }

@@ -9,6 +9,7 @@
 //! - [`ports`]: blocks of ports below the kernel's ephemeral range, for deployments whose
 //!   ports are fixed before their processes start.
 //! - [`wait`]: [`eventually`], waiting on a condition with a deadline instead of sleeping.
+//! - [`client`]: an upload as the course client sends it (field `myfile`).
 //! - [`echo`]: a stand-in app tier answering `label-of-<stem>`, for tests of everything
 //!   but the model.
 //! - [`fleet`]: a stand-in instance in a local fleet that turns ready when the test says,
@@ -25,6 +26,7 @@
 #![allow(clippy::print_stderr)] // a spawned binary's log is passed through to the test output
 
 pub mod bomb;
+pub mod client;
 pub mod echo;
 pub mod fleet;
 pub mod moto;
