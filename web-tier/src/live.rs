@@ -148,6 +148,9 @@ impl Activity {
             at_ms: now_ms,
         });
         self.recent.truncate(RECENT_RESULTS);
+        // Here too, not only when a snapshot is taken: unwatched for hours, the record stays
+        // one window long.
+        self.prune(now_ms);
     }
 
     /// Forgets what is older than the window.
@@ -560,6 +563,22 @@ mod tests {
         assert!(a.seconds.is_empty());
         assert!(a.workers.is_empty());
         assert!(a.series(later).labels_per_sec.iter().all(|&r| r == 0.0));
+    }
+
+    #[test]
+    fn unwatched_for_long_the_record_stays_one_window_long() {
+        let mut a = Activity::default();
+        let t0 = 1_000_000_000;
+        for i in 0..3_600u64 {
+            a.record(&result("w", Some("cat"), 10), t0 + i * 1_000);
+        }
+        assert!(
+            a.seconds.len() as u64 <= WINDOW.as_secs() + 1,
+            "{}",
+            a.seconds.len()
+        );
+        let kept = a.workers["w"].answered_ms.len() as u64;
+        assert!(kept <= WINDOW.as_secs() + 1, "{kept}");
     }
 
     #[test]
