@@ -6,7 +6,8 @@
 //! that cannot be checked for a reason of the server's (`503`). Otherwise every image is
 //! checked: a bad one is listed with its reason and the others are accepted, each queued
 //! as its own request message (so the scaler sees the real backlog) through
-//! [`crate::jobs::accept`], and the answer is `202` with the batch id.
+//! [`crate::jobs::accept`], and the answer is `202` with the batch id and every image in
+//! upload order (its request id, or its refusal).
 //!
 //! The batch record, `results/batches/<id>.json` in the output bucket, lists each image's
 //! file name and request id (or its refusal). Progress is not stored anywhere: it is
@@ -174,13 +175,13 @@ pub(crate) async fn submit(
                 .filter(|i| i.refused.is_some())
                 .map(|i| view(i, None))
                 .collect();
-            let accepted: Vec<_> = record.items.iter().filter(|i| i.id.is_some()).collect();
+            let items: Vec<_> = record.items.iter().map(|i| view(i, None)).collect();
             let body = serde_json::json!({
                 "batch": record.id,
                 "location": location,
                 "events": format!("{location}/events"),
-                "accepted": accepted.len(),
-                "items": accepted,
+                "accepted": items.len() - refused.len(),
+                "items": items,
                 "refused": refused,
             });
             accepted_at(&location, body, None)

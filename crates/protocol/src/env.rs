@@ -218,6 +218,8 @@ variables! {
     IRAS_WORKLOAD_RETRIES,
     /// `--expected`.
     IRAS_WORKLOAD_EXPECTED,
+    /// `true`: the workload generator sends the folder as one batch and collects it.
+    IRAS_WORKLOAD_ASYNC,
 }
 
 /// The ONNX Runtime library: the variable the `ort` crate itself reads, so not `IRAS_`.
