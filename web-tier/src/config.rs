@@ -32,6 +32,30 @@ pub struct Cli {
     /// The page's live view.
     #[command(flatten)]
     pub live: LiveArgs,
+    /// Asynchronous jobs and batches.
+    #[command(flatten)]
+    pub jobs: JobArgs,
+}
+
+/// Options of the asynchronous API (`POST /jobs`, `POST /batches`, `?wait=`).
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// Longest a `GET /results/{id}?wait=SECONDS` long-poll waits, in seconds; a longer
+    /// `wait` is cut to it (and it to `--request-timeout-secs`).
+    #[arg(long, env = env::IRAS_RESULT_WAIT_MAX_SECS, default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub result_wait_max_secs: u64,
+    /// Most images in one batch (`POST /batches`), counting each file of an archive; a
+    /// batch with more is refused whole with 413 before anything is queued.
+    #[arg(long, env = env::IRAS_BATCH_MAX_IMAGES, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_max_images: u32,
+    /// Most bytes in one batch: the upload's body, and its images once unpacked from
+    /// archives; a batch over it is refused whole with 413. The whole batch is held in
+    /// memory while it is checked, so keep it well below the machine's memory.
+    #[arg(long, env = env::IRAS_BATCH_MAX_BYTES, default_value_t = 128 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=(4u64 << 30)))]
+    pub batch_max_bytes: u64,
 }
 
 /// The live view's options.
@@ -172,6 +196,12 @@ pub struct WebConfig {
     pub results_kept: usize,
     /// Time between the live view's looks.
     pub live_interval: Duration,
+    /// Longest long-poll of `GET /results/{id}?wait=`.
+    pub result_wait_max: Duration,
+    /// Most images in one batch.
+    pub batch_max_images: usize,
+    /// Most bytes in one batch (body, and images unpacked).
+    pub batch_max_bytes: usize,
 }
 
 impl Cli {
@@ -190,6 +220,7 @@ impl Cli {
             );
         }
         let http = &self.http;
+        let jobs = &self.jobs;
         Ok(WebConfig {
             request_timeout: Duration::from_secs(http.request_timeout_secs),
             body_timeout: Duration::from_secs(http.body_timeout_secs),
@@ -202,6 +233,12 @@ impl Cli {
             key_scheme: http.key_scheme,
             results_kept: http.results_kept as usize,
             live_interval: Duration::from_secs(self.live.live_interval_secs),
+            // A long-poll never outlasts the HTTP deadline, which follows the request timeout.
+            result_wait_max: Duration::from_secs(
+                jobs.result_wait_max_secs.min(http.request_timeout_secs),
+            ),
+            batch_max_images: jobs.batch_max_images as usize,
+            batch_max_bytes: usize::try_from(jobs.batch_max_bytes).unwrap_or(usize::MAX),
         })
     }
 }

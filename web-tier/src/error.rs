@@ -85,6 +85,23 @@ pub enum AppError {
     /// `GET /results/{id}` with something that is not a request id.
     #[error("not a request id: {0}")]
     BadId(String),
+    /// A query string that cannot be read (e.g. `?wait=soon`).
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    /// A batch over `--batch-max-images` or `--batch-max-bytes`, refused whole.
+    #[error("batch over the limit: {0}; nothing was queued")]
+    BatchTooLarge(String),
+    /// An archive in a batch that cannot be read.
+    #[error("unreadable archive {name}: {reason}")]
+    BadArchive {
+        /// The archive's file name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// `GET /batches/{id}` for a batch nobody knows.
+    #[error("unknown batch id {0}")]
+    UnknownBatch(RequestId),
     /// `GET /results/{id}` for an id nobody knows.
     #[error("unknown request id {0}")]
     UnknownId(RequestId),
@@ -108,7 +125,10 @@ impl AppError {
             | Self::BadFileName(_)
             | Self::BadId(_)
             | Self::BadRequestId(_)
+            | Self::BadQuery(_)
+            | Self::BadArchive { .. }
             | Self::ReservedFileName => StatusCode::BAD_REQUEST,
+            Self::BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdConflict(_) => StatusCode::CONFLICT,
             Self::BadImage(e) if e.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -130,7 +150,7 @@ impl AppError {
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Classify { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UnknownId(_) | Self::NoImage(_) => StatusCode::NOT_FOUND,
+            Self::UnknownId(_) | Self::UnknownBatch(_) | Self::NoImage(_) => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,6 +177,10 @@ impl AppError {
             Self::IdConflict(_) => "id_conflict",
             Self::ReservedFileName => "reserved_file_name",
             Self::UnknownId(_) => "unknown_id",
+            Self::BadQuery(_) => "bad_query",
+            Self::BatchTooLarge(_) => "batch_too_large",
+            Self::BadArchive { .. } => "bad_archive",
+            Self::UnknownBatch(_) => "unknown_batch",
             Self::NoImage(_) => "no_image",
             Self::Internal(_) => "internal",
         }

@@ -7,12 +7,12 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use iras_cloud::OutgoingMessage;
 use iras_protocol::internal::{DeliveryReply, Token};
-use iras_protocol::{FileName, Outcome, PlannedRequest, RequestId, ResponseMessage};
+use iras_protocol::{FileName, Outcome, RequestId, ResponseMessage};
 use tracing::Instrument;
 
 use crate::error::AppError;
@@ -44,12 +44,26 @@ fn with_request_id(mut response: Response, id: RequestId) -> Response {
     response
 }
 
-/// `POST /`: validate, queue, wait for the label.
+/// Whether the client asked not to wait (`Prefer: respond-async`, RFC 7240).
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+/// `POST /`: validate, queue, wait for the label (or, with `Prefer: respond-async`, as
+/// `POST /jobs`).
 pub(crate) async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
+    if prefers_async(&headers) {
+        return submit_job(State(state), headers, multipart).await;
+    }
     let json = wants_json(&headers);
     let started = Instant::now();
     let submitted = match crate::request_id::from_headers(&headers) {
@@ -115,14 +129,11 @@ async fn read_upload(multipart: &mut Multipart, max_bytes: usize) -> Result<Uplo
     found.ok_or(AppError::MissingFile)
 }
 
-/// Validates, queues and waits. `client_id` is the id the client chose (its
-/// `Idempotency-Key`): a retry of it is answered from the stored result, or joins the
-/// request this web tier already queued, instead of being classified again.
-async fn submit(
+/// Reads the one file of the form within the body timeout, checks it, and names it.
+pub(crate) async fn read_checked_upload(
     state: &AppState,
-    client_id: Option<RequestId>,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Arc<ResponseMessage>, AppError> {
+) -> Result<(FileName, Bytes), AppError> {
     let mut multipart = multipart.map_err(|r| AppError::BadForm {
         status: r.status(),
         message: r.body_text(),
@@ -135,14 +146,35 @@ async fn submit(
     .map_err(|_| AppError::BodyTimeout {
         timeout_secs: state.config.body_timeout.as_secs(),
     })??;
-    let (bytes, info) = crate::validate::validate(state, upload.bytes).await?;
-    let file_name = match upload.file_name.as_deref() {
+    check_image(state, upload.file_name.as_deref(), upload.bytes).await
+}
+
+/// Validates an image and gives it its file name (`upload.<format>` when it has none).
+pub(crate) async fn check_image(
+    state: &AppState,
+    file_name: Option<&str>,
+    bytes: Bytes,
+) -> Result<(FileName, Bytes), AppError> {
+    let (bytes, info) = crate::validate::validate(state, bytes).await?;
+    let file_name = match file_name {
         Some(name) if !name.is_empty() => FileName::sanitize(name)?,
         _ => FileName::parse(&format!("upload.{}", info.format))?,
     };
     if iras_protocol::is_reserved_output_key(state.config.key_scheme, &file_name) {
         return Err(AppError::ReservedFileName);
     }
+    Ok((file_name, bytes))
+}
+
+/// Validates, queues and waits. `client_id` is the id the client chose (its
+/// `Idempotency-Key`): a retry of it is answered from the stored result, or joins the
+/// request this web tier already queued, instead of being classified again.
+async fn submit(
+    state: &AppState,
+    client_id: Option<RequestId>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Arc<ResponseMessage>, AppError> {
+    let (file_name, bytes) = read_checked_upload(state, multipart).await?;
     let slot = state.waiters.try_slot().ok_or(AppError::Overloaded)?;
     let id = client_id.unwrap_or_else(RequestId::new);
     let span = tracing::info_span!("upload", request_id = %id, file_name = %file_name);
@@ -187,7 +219,7 @@ async fn submit(
             }
         };
         // Registered before the send, so even an instant answer finds its waiter.
-        if let Err(e) = enqueue(state, id, &file_name, &bytes).await {
+        if let Err(e) = crate::jobs::enqueue(state, id, &file_name, &bytes).await {
             state.waiters.forget(id);
             return Err(AppError::Unavailable(e));
         }
@@ -245,36 +277,6 @@ async fn wait(
     }
 }
 
-/// Puts the request on the queue (after the image, when it needs a claim check).
-async fn enqueue(
-    state: &AppState,
-    id: RequestId,
-    file_name: &FileName,
-    bytes: &[u8],
-) -> anyhow::Result<()> {
-    let submitted_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let planned = iras_protocol::build_request(
-        id,
-        file_name,
-        bytes,
-        &state.reply_to,
-        submitted_at_ms,
-        state.config.top_k,
-        state.config.key_scheme,
-        iras_protocol::MAX_MESSAGE_BYTES,
-    )?;
-    if let PlannedRequest::NeedsClaim { key, .. } = &planned {
-        state.input_bucket.put(key, bytes.to_vec()).await?;
-    }
-    state
-        .requests
-        .send(OutgoingMessage::new(planned.body()))
-        .await?;
-    Ok(())
-}
-
 /// The answer for a finished result: the bare label, or JSON.
 fn answer(result: &ResponseMessage, json: bool) -> Response {
     let response = match &result.outcome {
@@ -308,10 +310,73 @@ fn answer(result: &ResponseMessage, json: bool) -> Response {
     with_request_id(response, result.id)
 }
 
-/// `GET /results/{id}`: a result from memory, else from the output bucket.
+/// `POST /jobs`: validate and queue one upload, answer `202` with its id at once.
+pub(crate) async fn submit_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let accepted = async {
+        let client_id = crate::request_id::from_headers(&headers)?;
+        let (file_name, bytes) = read_checked_upload(&state, multipart).await?;
+        let id = client_id.unwrap_or_else(RequestId::new);
+        // A retry of an id already accepted (here or by any web tier) is not queued again.
+        let known = match client_id {
+            Some(id) => !matches!(
+                crate::jobs::state_of(&state, id)
+                    .await
+                    .map_err(AppError::Unavailable)?,
+                crate::jobs::JobState::Unknown
+            ),
+            None => false,
+        };
+        if !known {
+            crate::jobs::accept(&state, id, file_name, bytes, None).await?;
+        }
+        Ok::<_, AppError>(id)
+    }
+    .await;
+    match accepted {
+        Ok(id) => {
+            let location = format!("/results/{id}");
+            let body = serde_json::json!({
+                "id": id.to_string(), "status": "pending", "location": location,
+            });
+            accepted_at(&location, body, Some(id))
+        }
+        Err(e) => e.into_response_as(true),
+    }
+}
+
+/// A `202 Accepted` answer pointing at `location`, always JSON.
+pub(crate) fn accepted_at(
+    location: &str,
+    body: serde_json::Value,
+    id: Option<RequestId>,
+) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    match id {
+        Some(id) => with_request_id(response, id),
+        None => response,
+    }
+}
+
+/// The query of `GET /results/{id}`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ResultQuery {
+    /// Seconds to wait for a pending result (cut to `--result-wait-max-secs`).
+    wait: Option<u64>,
+}
+
+/// `GET /results/{id}[?wait=SECONDS]`: a result from memory, else from the output bucket;
+/// `202` while it is pending (after waiting up to `wait` seconds for it).
 pub(crate) async fn result(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
+    query: Result<Query<ResultQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     let json = wants_json(&headers);
@@ -319,16 +384,15 @@ pub(crate) async fn result(
         Ok(id) => id,
         Err(_) => return AppError::BadId(raw_id.chars().take(64).collect()).into_response_as(json),
     };
-    let pending_here = match state.waiters.lookup(id) {
-        Lookup::Finished(result) => return answer(&result, json),
-        Lookup::Pending(_) => true,
-        Lookup::Unknown => false,
+    let wait = match query {
+        Ok(Query(q)) => std::time::Duration::from_secs(q.wait.unwrap_or(0)),
+        Err(e) => return AppError::BadQuery(e.body_text()).into_response_as(json),
     };
     // By id, whatever the key scheme and whichever web tier queued it.
-    match crate::results::stored(state.output_bucket.as_ref(), id).await {
-        Ok(Some(stored)) => return answer(&stored, json),
-        Ok(None) if pending_here => return pending(id, json),
-        Ok(None) => {}
+    match crate::jobs::wait_for(&state, id, wait).await {
+        Ok(crate::jobs::JobState::Finished(result)) => return answer(&result, json),
+        Ok(crate::jobs::JobState::Pending) => return pending(id, json),
+        Ok(crate::jobs::JobState::Unknown) => {}
         Err(e) => return AppError::Unavailable(e).into_response_as(json),
     }
     match crate::results::legacy_label(state.output_bucket.as_ref(), id).await {
@@ -419,10 +483,12 @@ fn from_bucket(id: RequestId, file_name: Option<&FileName>, label: &str, json: b
     with_request_id(response, id)
 }
 
+/// `202`: accepted, no result yet (queued or being classified: the queue cannot tell).
 fn pending(id: RequestId, json: bool) -> Response {
     let response = if json {
         (
             StatusCode::ACCEPTED,
+            [(header::RETRY_AFTER, "1")],
             Json(serde_json::json!({"id": id.to_string(), "status": "pending"})),
         )
             .into_response()

@@ -8,6 +8,11 @@
 //! - `handlers`: `POST /`, `GET /results/{id}` (and its `/image`), `GET /healthz`,
 //!   `GET /metrics`, and the
 //!   internal delivery endpoint of the split deployment.
+//! - [`jobs`]: `POST /jobs` and `GET /results/{id}?wait=`: asynchronous requests, their
+//!   records in the output bucket, and waiting for a result without polling.
+//! - [`batches`]: `POST /batches`, `GET /batches/{id}` (progress, then every result as JSON
+//!   or CSV) and `GET /batches/{id}/events` (the results as server-sent events).
+//! - [`archive`]: the images inside a zip or tar of a batch, within the batch's limits.
 //! - [`page`]: `GET /` — the upload page for a browser, a usage line for everyone else.
 //! - [`live`]: `GET /live` — the page's live view of queues, fleet, throughput and results,
 //!   as server-sent events.
@@ -50,9 +55,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub mod archive;
+pub mod batches;
 pub mod config;
 pub mod error;
 mod handlers;
+pub mod jobs;
 pub mod live;
 pub mod metrics;
 pub mod page;
@@ -126,6 +134,10 @@ pub fn app(state: AppState) -> Router {
         .limits
         .max_bytes
         .saturating_add(MULTIPART_OVERHEAD_BYTES);
+    let batch_body_limit = state
+        .config
+        .batch_max_bytes
+        .saturating_add(MULTIPART_OVERHEAD_BYTES);
     let http_timeout = state.config.request_timeout + HTTP_SLACK;
     Router::new()
         .route(
@@ -134,6 +146,16 @@ pub fn app(state: AppState) -> Router {
                 .post(handlers::upload)
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
+        .route(
+            "/jobs",
+            post(handlers::submit_job).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/batches",
+            post(batches::submit).layer(DefaultBodyLimit::max(batch_body_limit)),
+        )
+        .route("/batches/{id}", get(batches::progress))
+        .route("/batches/{id}/events", get(batches::events))
         .route(page::SCRIPT_PATH, get(page::script))
         .route(page::LIVE_SCRIPT_PATH, get(page::live_script))
         .route(page::STYLE_PATH, get(page::style))

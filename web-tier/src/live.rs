@@ -370,6 +370,11 @@ impl Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Cancelled when the server starts to drain: every stream and long-poll ends then.
+    pub fn draining(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
     /// Counts a result that reached this web tier.
     pub fn record(&self, response: &ResponseMessage) {
         self.activity().record(response, unix_ms(SystemTime::now()));

@@ -12,6 +12,12 @@
 //! Finished results are also kept, bounded and oldest-first evicted, for
 //! `GET /results/{id}`: a request that timed out, or whose client went away, can still be
 //! looked up, and a duplicate response is just recorded again.
+//!
+//! Asynchronous requests (`POST /jobs`, batches) have no waiter: [`Waiters::accept`]
+//! only remembers them as submitted, their result is recorded by [`Waiters::complete`] like
+//! any result nobody waits for, and every result is also announced on a broadcast channel
+//! ([`Waiters::subscribe`]) that long-polls and batch event streams listen to. A listener
+//! that falls behind loses announcements, not results: it then looks in the output bucket.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,7 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use iras_protocol::internal::Delivery;
 use iras_protocol::{FileName, KeyScheme, RequestId, ResponseMessage};
 use lru::LruCache;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot};
+
+/// Results announced but not yet taken by the slowest listener before it lags.
+const ANNOUNCED_RESULTS: usize = 4096;
 
 /// What the web tier remembers of a request it queued: enough to find its result in the
 /// output bucket once it has left memory.
@@ -50,6 +59,9 @@ pub struct Waiters {
     slots: Arc<Semaphore>,
     max_waiting: usize,
     inner: Mutex<Inner>,
+    /// Every result as it arrives, for long-polls and batch streams (no backpressure: a
+    /// lagging receiver skips, and falls back to the output bucket).
+    announced: broadcast::Sender<Arc<ResponseMessage>>,
 }
 
 #[derive(Debug)]
@@ -104,7 +116,19 @@ impl Waiters {
                 submitted: Recent::new(results_kept),
                 finished: Recent::new(results_kept),
             }),
+            announced: broadcast::Sender::new(ANNOUNCED_RESULTS),
         }
+    }
+
+    /// Every result that arrives from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ResponseMessage>> {
+        self.announced.subscribe()
+    }
+
+    /// Remembers an asynchronous request as submitted, with nobody waiting on it: its
+    /// result will be recorded when it arrives.
+    pub fn accept(&self, id: RequestId, submitted: Submitted) {
+        self.lock().submitted.insert(id, submitted);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -189,6 +213,8 @@ impl Waiters {
         inner.finished.insert(id, response.clone());
         let senders = inner.waiting.remove(&id).unwrap_or_default();
         drop(inner);
+        // Nobody listening is the common case, not an error.
+        let _ = self.announced.send(response.clone());
         // Every waiter gets it (no short circuit): the first and the retries that joined.
         let mut delivered = false;
         for sender in senders {
@@ -399,6 +425,21 @@ mod tests {
         // The dropped waiter's result is recorded, not lost.
         assert_eq!(w.complete(response(id, "dog")), Delivery::Recorded);
         assert!(matches!(w.lookup(id), Lookup::Finished(_)));
+    }
+
+    #[tokio::test]
+    async fn an_accepted_request_is_pending_and_its_result_is_recorded_and_announced() {
+        let w = Waiters::new(1, 10);
+        let id = RequestId::new();
+        assert!(w.lookup(id).is_unknown());
+        w.accept(id, submitted());
+        assert!(matches!(w.lookup(id), Lookup::Pending(_)));
+        let mut announced = w.subscribe();
+        assert_eq!(w.complete(response(id, "cat")), Delivery::Recorded);
+        assert_eq!(announced.recv().await.unwrap().id, id);
+        assert!(matches!(w.lookup(id), Lookup::Finished(r) if r.outcome.label() == Some("cat")));
+        // No waiting slot was taken.
+        assert!(w.try_slot().is_some());
     }
 
     #[test]

@@ -296,28 +296,7 @@ async fn the_results_stem_is_reserved(stack: Stack) {
     web.stop().await;
 }
 
-macro_rules! both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Stack::local().await).await;
-                }
-            )*
-        }
-        mod aws {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Stack::aws().await).await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+iras_testkit::both_backends!(
     same_file_name_gets_its_own_label_by_id,
     result_by_id_after_a_restart,
     a_retried_upload_is_classified_once,

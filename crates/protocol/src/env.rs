@@ -103,6 +103,12 @@ variables! {
     IRAS_RESULTS_KEPT,
     /// Seconds between the live view's looks at the queues and the fleet.
     IRAS_LIVE_INTERVAL_SECS,
+    /// Longest `GET /results/{id}?wait=` long-poll, in seconds.
+    IRAS_RESULT_WAIT_MAX_SECS,
+    /// Most images in one batch upload (`POST /batches`).
+    IRAS_BATCH_MAX_IMAGES,
+    /// Most bytes in one batch upload: its body, and its images once unpacked.
+    IRAS_BATCH_MAX_BYTES,
     /// `embedded` or `external`: where the web tier's listener runs.
     IRAS_LISTENER,
     /// With an external listener: the loopback address it delivers to.
@@ -212,6 +218,8 @@ variables! {
     IRAS_WORKLOAD_RETRIES,
     /// `--expected`.
     IRAS_WORKLOAD_EXPECTED,
+    /// `true`: the workload generator sends the folder as one batch and collects it.
+    IRAS_WORKLOAD_ASYNC,
 }
 
 /// The ONNX Runtime library: the variable the `ort` crate itself reads, so not `IRAS_`.

@@ -114,6 +114,28 @@ pub fn result_key(id: RequestId) -> String {
     format!("{RESULTS_PREFIX}{id}.json")
 }
 
+/// The output-bucket key of an asynchronous request's record: `results/<id>.job.json`,
+/// written by the web tier before the request is queued (file name, key scheme, batch).
+///
+/// It is what tells "accepted, no result yet" (`202`) from "never seen" (`404`) on any web
+/// tier, after a restart too; the result itself is still [`result_key`]. It lives under
+/// `results/` so the retention rule of the results covers it, and cannot collide with a
+/// result key (`.job.json` is no UUID's `.json`).
+pub fn job_key(id: RequestId) -> String {
+    format!("{RESULTS_PREFIX}{id}.job.json")
+}
+
+/// Prefix of the batch records in the output bucket ([`batch_key`]).
+pub const BATCHES_PREFIX: &str = "results/batches/";
+
+/// The output-bucket key of a batch's record: `results/batches/<batch id>.json`, listing
+/// its images (file name and request id, or the reason one was refused). A batch's
+/// progress is derived from its requests' [`result_key`] objects, so any web tier can
+/// answer for any batch.
+pub fn batch_key(batch: RequestId) -> String {
+    format!("{BATCHES_PREFIX}{batch}.json")
+}
+
 /// The output-bucket value of the seed's layout: `(test_0, bathtub)`.
 pub fn output_value(stem: &str, label: &str) -> String {
     format!("({stem}, {label})")

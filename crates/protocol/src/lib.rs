@@ -106,8 +106,9 @@ pub use error::{MessageKind, ProtocolError};
 pub use file_name::{FileName, FileNameError, MAX_FILE_NAME_BYTES};
 pub use id::{RequestId, RequestIdError};
 pub use keys::{
-    KeyScheme, KeySchemeError, OutputValue, OutputValueError, RESULTS_PREFIX, claim_key, input_key,
-    is_reserved_output_key, output_key, output_value, parse_output_value, result_key,
+    BATCHES_PREFIX, KeyScheme, KeySchemeError, OutputValue, OutputValueError, RESULTS_PREFIX,
+    batch_key, claim_key, input_key, is_reserved_output_key, job_key, output_key, output_value,
+    parse_output_value, result_key,
 };
 pub use limits::{MAX_MESSAGE_BYTES, PlannedRequest, base64_encoded_len, build_request};
 pub use message::{

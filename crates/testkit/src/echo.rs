@@ -1,6 +1,7 @@
 //! A stand-in for the app tier: answers every request with `label-of-<stem>`, reading claim
-//! checks from the input bucket and keeping every image there as the app tier does, without
-//! the model. Tests of the web
+//! checks from the input bucket, keeping every image there and writing the whole response
+//! to the output bucket as `results/<id>.json` before answering, as the app tier does (a
+//! reply queue that is gone is skipped, as the app tier skips it), without the model. Tests of the web
 //! tier, the listener and the workload generator use it; the real model runs in the app
 //! tier's and the system tests.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
-use iras_cloud::{Cloud, OutgoingMessage, ReceiveOptions, StackSpec};
+use iras_cloud::{Cloud, CloudError, OutgoingMessage, ReceiveOptions, StackSpec};
 use iras_protocol::{
     FileName, ImagePayload, Outcome, Prediction, RequestId, RequestMessage, ResponseMessage,
     Timings,
@@ -53,6 +54,7 @@ pub fn echo_worker(stack: &crate::TestStack) -> JoinHandle<()> {
 async fn echo(cloud: Cloud, spec: StackSpec) {
     let requests = cloud.queue(&spec.request_queue).await.unwrap();
     let input = cloud.bucket(&spec.input_bucket).await.unwrap();
+    let output = cloud.bucket(&spec.output_bucket).await.unwrap();
     {
         loop {
             let batch = requests
@@ -78,11 +80,21 @@ async fn echo(cloud: Cloud, spec: StackSpec) {
                 }
                 let label = label_of(req.file_name.stem());
                 let resp = labelled(req.id, req.file_name.clone(), label);
-                let replies = cloud.queue(&req.reply_to).await.unwrap();
-                replies
-                    .send(OutgoingMessage::new(resp.encode().unwrap()))
+                let body = resp.encode().unwrap();
+                output
+                    .put(&req.result_key(), body.clone().into_bytes())
                     .await
                     .unwrap();
+                // A web tier that stopped cleanly has deleted its reply queue; the result is
+                // kept by id all the same.
+                match cloud.queue(&req.reply_to).await {
+                    Ok(replies) => match replies.send(OutgoingMessage::new(body)).await {
+                        Ok(_) | Err(CloudError::QueueNotFound { .. }) => {}
+                        Err(e) => panic!("answering {}: {e}", req.id),
+                    },
+                    Err(CloudError::QueueNotFound { .. }) => {}
+                    Err(e) => panic!("opening {}: {e}", req.reply_to),
+                }
                 requests.delete(&m.receipt).await.unwrap();
             }
         }

@@ -113,3 +113,28 @@ impl TestStack {
         }
     }
 }
+
+/// Declares each named test twice, as `local::NAME` and `aws::NAME`, each calling
+/// `super::NAME(stack)` with a fresh [`TestStack`] of that backend on a two-thread runtime.
+/// The aws variants fail, never skip, without the moto server.
+#[macro_export]
+macro_rules! both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::TestStack::local().await).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::TestStack::aws().await).await;
+                }
+            )*
+        }
+    };
+}

@@ -96,6 +96,12 @@ pub struct Cli {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Send the whole folder (or the first `--num-request` files) as one batch
+    /// (`POST /batches` beside `--url`) and collect its results from the batch's event
+    /// stream; `--timeout-secs` then bounds the whole collection.
+    #[arg(long = "async", env = env::IRAS_WORKLOAD_ASYNC, conflicts_with = "rate")]
+    pub batch: bool,
 }
 
 impl Cli {
@@ -152,7 +158,11 @@ pub async fn run(
         failed: AtomicU64::new(0),
     });
 
-    let summary = crate::drive_with(&config, images.into(), observer, shutdown).await?;
+    let summary = if cli.batch {
+        crate::drive_batch(&config, &images, observer, shutdown).await?
+    } else {
+        crate::drive_with(&config, images.into(), observer, shutdown).await?
+    };
     bar.finish_and_clear();
 
     let table = summary.table();

@@ -5,6 +5,8 @@
 //!
 //! - [`drive`] / [`drive_with`]: the load engine (closed loop or open-loop rate, bounded
 //!   concurrency, safe retries), returning a [`Summary`] of [`Record`]s.
+//! - [`drive_batch`]: the `--async` mode: the images as one batch, collected from its
+//!   event stream, summarised the same way.
 //! - [`Summary`]: counts, failures by [`FailureClass`], latency, [`Accuracy`]; a table
 //!   ([`Summary::table`]) and JSON (`Serialize`).
 //! - [`report`]: the self-contained HTML report with SVG charts.
@@ -47,8 +49,9 @@
 //! | `--json` | off | the JSON summary on stdout |
 //! | `--report` | — | write the HTML report (latency histogram, completions over time, every failure and wrong answer) |
 //! | `--no-progress` | off | no progress bar (it is only drawn when stderr is a terminal anyway) |
+//! | `--async` | off | the images as one batch (`POST /batches`), collected from `GET /batches/{id}/events`; latency is from the batch's submission to each result; `--timeout-secs` bounds the whole; refused or unclassifiable images count as `rejected` |
 //!
-//! Each flag except the last four also reads an `IRAS_WORKLOAD_*` variable (see
+//! Each flag except `--course-output`, `--json`, `--report` and `--no-progress` also reads an `IRAS_WORKLOAD_*` variable (see
 //! `iras_protocol::env`). The summary table goes to stdout, or to stderr with `--json` or
 //! `--course-output`, so stdout always carries exactly one format. Course output is
 //! opt-in rather than switched on when stdout is not a terminal: a script capturing the
@@ -58,6 +61,7 @@
 //! run was interrupted (Ctrl-C) before all were sent, 2 when it could not start. Wrong
 //! labels are reported, not failed: accuracy is a measurement.
 
+mod batch;
 mod error;
 mod input;
 mod run;
@@ -66,6 +70,7 @@ mod summary;
 pub mod cli;
 pub mod report;
 
+pub use batch::drive_batch;
 pub use cli::{Cli, run};
 pub use error::WorkloadError;
 pub use input::{Expected, Image, load_folder};

@@ -146,6 +146,9 @@ pub enum FailureClass {
     EmptyAnswer,
     /// The run was interrupted (Ctrl-C) while the request was in flight.
     Cancelled,
+    /// `--async`: the web tier refused the image in the batch, or the app tier could not
+    /// classify it (the detail has the error code).
+    Rejected,
 }
 
 impl FailureClass {
@@ -168,6 +171,7 @@ impl std::fmt::Display for FailureClass {
             FailureClass::Body => f.write_str("body error"),
             FailureClass::EmptyAnswer => f.write_str("empty answer"),
             FailureClass::Cancelled => f.write_str("cancelled"),
+            FailureClass::Rejected => f.write_str("rejected"),
         }
     }
 }
@@ -504,7 +508,7 @@ fn transport_failure(err: &reqwest::Error) -> RequestFailure {
 }
 
 /// At most [`MAX_DETAIL_BYTES`] bytes, cut at a character boundary.
-fn truncate(text: &str) -> String {
+pub(crate) fn truncate(text: &str) -> String {
     if text.len() <= MAX_DETAIL_BYTES {
         return text.to_owned();
     }

@@ -551,3 +551,66 @@ fn assert_balanced(html: &str) {
     }
     assert!(open.is_empty(), "unclosed: {open:?}");
 }
+
+/// `--async`: the folder goes as one batch; the results come from its event stream, with
+/// the same summary and accuracy as a synchronous run, and a file that is no image
+/// counted as rejected with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_sent_as_one_batch_is_summarised_like_a_synchronous_run() {
+    let state = tempfile::tempdir().unwrap();
+    let web = start_web(state.path()).await;
+    let worker = echo_worker(state.path());
+    let mut images = named(&["a.png", "b.png", "c.png"]);
+    images.insert(1, Image::new("broken.png", b"not an image".to_vec()));
+    let mut config = Config::new(&upload_url(&web), Load::Count(4)).unwrap();
+    config.expected =
+        Some(Expected::parse("name,label\na,label-of-a\nb,label-of-b\nc,tabby\n").unwrap());
+    let s = tokio::time::timeout(
+        Duration::from_secs(60),
+        iras_workload::drive_batch(
+            &config,
+            &images,
+            Arc::new(iras_workload::Quiet),
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("the batch is collected")
+    .unwrap();
+    assert_eq!(
+        (s.planned, s.sent, s.answered, s.failed),
+        (4, 4, 3, 1),
+        "{}",
+        s.table()
+    );
+    assert_eq!(s.errors.get("rejected"), Some(&1));
+    assert_eq!(s.failures[0].name, "broken.png");
+    assert!(
+        s.failures[0].detail.starts_with("not_an_image"),
+        "{:?}",
+        s.failures[0]
+    );
+    let a = s.accuracy.as_ref().unwrap();
+    assert_eq!((a.scored, a.correct), (3, 2));
+    assert_eq!(s.records[2].outcome.as_deref(), Ok("label-of-b"));
+
+    // The binary: the same flag, its JSON summary and exit status.
+    let folder = image_folder(3);
+    let (code, stdout, stderr) = workload(&[
+        "--url",
+        &upload_url(&web),
+        "--image-folder",
+        folder.path().to_str().unwrap(),
+        "--async",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (&summary["answered"], &summary["failed"]),
+        (&3.into(), &0.into())
+    );
+    worker.abort();
+    web.stop().await;
+}
