@@ -247,6 +247,20 @@ def main() -> int:
             pol,
         )
 
+    # Retention: both buckets expire their objects after RetentionDays, when it is not 0
+    # (moto's CloudFormation does not apply lifecycle rules: checked in the template).
+    resources = template()["Resources"]
+    for logical in ("InputBucket", "OutputBucket"):
+        rule = resources[logical]["Properties"]["LifecycleConfiguration"]
+        condition, rules = rule[0], rule[1]["Rules"][0]
+        c.check(
+            f"{logical}: objects expire after RetentionDays (condition {condition})",
+            condition == "HasRetention"
+            and rules["ExpirationInDays"] == "RetentionDays"
+            and rules["Status"] == "Enabled",
+            rule,
+        )
+
     # Roles and instance profiles: exactly the actions the issue allows.
     def role_policy(profile_output: str) -> dict:
         prof = iam.get_instance_profile(InstanceProfileName=out[profile_output])

@@ -56,6 +56,12 @@ pub struct JobArgs {
     #[arg(long, env = env::IRAS_BATCH_MAX_BYTES, default_value_t = 128 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=(4u64 << 30)))]
     pub batch_max_bytes: u64,
+    /// Days the images, results and job records stay retrievable; 0 keeps them forever.
+    /// The local backend's buckets are swept by the web tier (at start, then hourly); on AWS
+    /// the stack's S3 lifecycle rules do it (set the template's `RetentionDays` to match).
+    #[arg(long, env = env::IRAS_RETENTION_DAYS, default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub retention_days: u32,
 }
 
 /// The live view's options.
@@ -202,6 +208,8 @@ pub struct WebConfig {
     pub batch_max_images: usize,
     /// Most bytes in one batch (body, and images unpacked).
     pub batch_max_bytes: usize,
+    /// Age after which objects in the buckets expire; `None` keeps them forever.
+    pub retention: Option<Duration>,
 }
 
 impl Cli {
@@ -239,6 +247,8 @@ impl Cli {
             ),
             batch_max_images: jobs.batch_max_images as usize,
             batch_max_bytes: usize::try_from(jobs.batch_max_bytes).unwrap_or(usize::MAX),
+            retention: (jobs.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(jobs.retention_days) * 24 * 3600)),
         })
     }
 }

@@ -19,6 +19,8 @@
 //! - [`reply`]: the queue results come back on, by default one this web tier makes for
 //!   itself at start and deletes at a clean stop, so several web tiers can serve one stack.
 //! - [`request_id`]: the id a client may choose (`Idempotency-Key` / `X-Request-Id`).
+//! - [`retention`]: `--retention-days` on the local backend, a sweep of both buckets (S3
+//!   lifecycle rules do it on AWS).
 //! - [`results`]: results by id from the output bucket (`results/<id>.json`).
 //! - [`error`]: every failure with its status and one-line reason.
 //! - [`metrics`]: Prometheus counters, histogram and gauge.
@@ -67,6 +69,7 @@ pub mod page;
 pub mod reply;
 pub mod request_id;
 pub mod results;
+pub mod retention;
 mod server;
 mod validate;
 pub mod waiters;
@@ -283,6 +286,23 @@ async fn serve_with(
         sampler.await;
         Ok(())
     });
+    if let Some(max_age) = state.config.retention {
+        let retention = retention::Retention {
+            buckets: vec![
+                args.stack.input_bucket.clone(),
+                args.stack.output_bucket.clone(),
+            ],
+            max_age,
+        };
+        let sweep = retention.sweep(cloud.clone(), stop_background.clone());
+        // Ends at once on AWS: not an early stop of a background task.
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            sweep.await;
+            stop.cancelled().await;
+            Ok(())
+        });
+    }
     match (args.listener.mode, internal) {
         (ListenerMode::Embedded, _) => {
             let sink = Arc::new(EmbeddedSink(state.clone()));

@@ -370,3 +370,83 @@ iras_testkit::both_backends!(
     a_batch_survives_a_web_tier_restart,
     a_batch_over_the_limits_is_refused_whole,
 );
+
+/// Sets the modification time of every file under `dir` whose name contains one of `marks`
+/// to two days ago, as if written then.
+fn backdate(dir: &std::path::Path, marks: &[&str]) -> usize {
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    let mut changed = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            changed += backdate(&path, marks);
+        } else if marks
+            .iter()
+            .any(|m| path.file_name().unwrap().to_string_lossy().contains(m))
+        {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(two_days_ago)
+                .unwrap();
+            changed += 1;
+        }
+    }
+    changed
+}
+
+/// `--retention-days` on the local backend: a web tier sweeps both buckets at start, so a
+/// job whose image, result and record are older than the retention is gone (its id unknown,
+/// its image too) while a newer one is still collected.
+#[tokio::test]
+async fn results_older_than_the_retention_are_swept_on_the_local_backend() {
+    let stack = TestStack::local().await;
+    let web = start_web(&stack, &[]).await;
+    let _echo = echo_worker(&stack);
+    let mut ids = Vec::new();
+    for (name, seed) in [("old.png", 1), ("new.png", 2)] {
+        let r = post(
+            &web.url,
+            "/jobs",
+            Form::new().part("myfile", file(name, png(seed))),
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.unwrap();
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (status, got) = get_json(&format!("{}/results/{id}?wait=30", web.url)).await;
+        assert_eq!(status, 200, "{got}");
+        ids.push(id);
+    }
+    web.stop().await;
+    let (old, new) = (&ids[0], &ids[1]);
+    let buckets = stack.state_dir().unwrap().join("buckets");
+    // The image, the result and the job record (the echo worker writes no (stem, label)
+    // object; the app tier's is swept the same way, by age).
+    assert_eq!(backdate(&buckets, &["old", old]), 3);
+
+    let web = start_web(&stack, &["--retention-days", "1"]).await;
+    let url = web.url.clone();
+    iras_testkit::eventually("the old job to expire", Duration::from_secs(30), || async {
+        let (status, _) = get_json(&format!("{url}/results/{old}")).await;
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let image = reqwest::get(format!("{url}/results/{old}/image"))
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 404);
+    let (status, got) = get_json(&format!("{url}/results/{new}")).await;
+    assert_eq!(
+        (status, got["label"].as_str()),
+        (StatusCode::OK, Some(label_of("new").as_str()))
+    );
+    let image = reqwest::get(format!("{url}/results/{new}/image"))
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    let input = stack.cloud.bucket(&stack.spec.input_bucket).await.unwrap();
+    assert_eq!(input.list("").await.unwrap(), ["new.png"]);
+    web.stop().await;
+}

@@ -36,6 +36,7 @@ pub mod spec;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub use bucket::Bucket;
 pub use error::{CloudError, Result};
@@ -241,6 +242,28 @@ impl Cloud {
             CloudBackend::Local(c) => Ok(Arc::new(c.fleet(spec)?)),
             #[cfg(feature = "aws")]
             CloudBackend::Aws(c) => Ok(Arc::new(c.fleet(spec)?)),
+        }
+    }
+
+    /// Deletes the objects of `bucket` older than `max_age`, on the local backend; the count
+    /// deleted. `None` on AWS, where the stack's S3 lifecycle rules expire objects
+    /// (`RetentionDays` in the CloudFormation template) and nothing here needs to.
+    pub async fn expire_objects(&self, bucket: &str, max_age: Duration) -> Result<Option<usize>> {
+        match &self.backend {
+            CloudBackend::Local(c) => {
+                let bucket = c.bucket(bucket).await?;
+                let cutoff = SystemTime::now() - max_age;
+                tokio::task::spawn_blocking(move || bucket.expire_before(cutoff))
+                    .await
+                    .map_err(|e| CloudError::Io {
+                        action: "expire objects",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(e),
+                    })?
+                    .map(Some)
+            }
+            #[cfg(feature = "aws")]
+            CloudBackend::Aws(_) => Ok(None),
         }
     }
 

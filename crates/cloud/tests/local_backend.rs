@@ -401,3 +401,40 @@ async fn tiers_opening_a_fresh_state_directory_at_once_all_succeed() {
         }
     }
 }
+
+/// Retention on the local backend: objects written before the cutoff go, with the
+/// directories they leave empty; newer ones stay.
+#[tokio::test]
+async fn objects_older_than_the_retention_are_expired_and_newer_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = open(dir.path()).await;
+    cloud.provision(&stack()).await.unwrap();
+    let name = &stack().input_bucket;
+    let bucket = cloud.bucket(name).await.unwrap();
+    for key in ["old.png", "batch/old.png", "new.png", "batch2/new.png"] {
+        bucket.put(key, b"x".to_vec()).await.unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for key in ["old.png", "batch/old.png"] {
+        let path = dir.path().join("buckets").join(name).join(key);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let expired = cloud
+        .expire_objects(name, Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(expired, Some(2));
+    let mut left = bucket.list("").await.unwrap();
+    left.sort();
+    assert_eq!(left, ["batch2/new.png", "new.png"]);
+    assert!(!dir.path().join("buckets").join(name).join("batch").exists());
+    assert!(matches!(
+        bucket.get("old.png").await,
+        Err(CloudError::ObjectNotFound { .. })
+    ));
+}

@@ -109,6 +109,8 @@ variables! {
     IRAS_BATCH_MAX_IMAGES,
     /// Most bytes in one batch upload: its body, and its images once unpacked.
     IRAS_BATCH_MAX_BYTES,
+    /// Days images, results and job records stay in the buckets (0: forever).
+    IRAS_RETENTION_DAYS,
     /// `embedded` or `external`: where the web tier's listener runs.
     IRAS_LISTENER,
     /// With an external listener: the loopback address it delivers to.

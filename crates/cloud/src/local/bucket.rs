@@ -8,6 +8,7 @@
 
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -52,6 +53,39 @@ impl LocalBucket {
         validate_key(key)?;
         Ok(self.dir.join(key))
     }
+
+    /// Deletes every object last written before `cutoff`, and the directories that leaves
+    /// empty: the local backend's stand-in for an S3 lifecycle expiration rule. Returns how
+    /// many objects it deleted. An object deleted meanwhile by another process is no error.
+    pub fn expire_before(&self, cutoff: SystemTime) -> Result<usize> {
+        expire_in(&self.dir, cutoff)
+    }
+}
+
+/// [`LocalBucket::expire_before`] in `dir`, depth first.
+fn expire_in(dir: &Path, cutoff: SystemTime) -> Result<usize> {
+    let mut expired = 0;
+    for entry in std::fs::read_dir(dir).map_err(io("read bucket directory", dir))? {
+        let entry = entry.map_err(io("read bucket directory", dir))?;
+        let path = entry.path();
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("inspect object", &path)(e)),
+        };
+        if meta.is_dir() {
+            expired += expire_in(&path, cutoff)?;
+            // Only if it is empty now (an object may have been written into it meanwhile).
+            let _ = std::fs::remove_dir(&path);
+        } else if meta.modified().is_ok_and(|written| written < cutoff) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => expired += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io("delete expired object", &path)(e)),
+            }
+        }
+    }
+    Ok(expired)
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CloudError {
