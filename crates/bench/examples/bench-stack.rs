@@ -297,7 +297,10 @@ async fn main() {
     );
     // Read before the processes are dropped: the peaks of the whole run, bursts included.
     let web_peak = peak_rss_mb(pids[0]);
-    let app_peak = pids[1..=w].iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max);
+    let app_peak = pids[1..=w]
+        .iter()
+        .map(|p| peak_rss_mb(*p))
+        .fold(0.0, f64::max);
     println!("| peak memory (RSS), web tier | | {web_peak:.0} MB | | <= 100 MB |");
     println!("| peak memory (RSS), largest app tier | | {app_peak:.0} MB | | <= 250 MB |");
     let per_image_ms = |secs: f64| secs * 1e3 / (args.images * args.repeats) as f64;
