@@ -12,7 +12,9 @@
 //! so load from elsewhere hits both): the burst wall-time ratio (goal ≤ 1.25) and the p50
 //! latency overhead (goal ≤ 5 ms); then the peak resident memory of the web tier and of the
 //! largest app tier over the whole run (goals ≤ 100 MB and ≤ 250 MB, the deployment's
-//! instances having 1–2 GiB). Run through `scripts/bench-stack`, which builds the binaries.
+//! instances having 1–2 GiB). Run through `scripts/bench-stack`, which builds the binaries;
+//! with `--profile DIR` (`scripts/profile-stack`) it also records each tier's CPU profile
+//! during the bursts with `perf record`, for the split of where the time goes.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::print_stderr)]
 
 use std::num::NonZeroUsize;
@@ -41,6 +43,46 @@ struct Args {
     /// Alternating rounds; the median of each figure is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Records each tier's CPU profile during the stack bursts with `perf record` (call
+    /// graphs by DWARF unwinding) into DIR/<tier>-r<round>.data. Profiling slows the tiers a
+    /// little: its round's figures are for the breakdown, not for the ratio.
+    #[arg(long, value_name = "DIR")]
+    profile: Option<PathBuf>,
+}
+
+/// `perf record` attached to each tier for one burst.
+struct Profile(Vec<std::process::Child>);
+
+impl Profile {
+    /// Attaches to every `(name, pid)`; waits a moment, as perf needs it to attach.
+    fn start(dir: &Path, round: usize, tiers: &[(String, u32)]) -> Self {
+        let perfs = tiers
+            .iter()
+            .map(|(name, pid)| {
+                std::process::Command::new("perf")
+                    .args(["record", "-q", "-F", "499", "--call-graph", "dwarf,16384"])
+                    .arg("-p")
+                    .arg(pid.to_string())
+                    .arg("-o")
+                    .arg(dir.join(format!("{name}-r{round}.data")))
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("starting perf record (is perf installed?)")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        Self(perfs)
+    }
+
+    /// Stops recording (SIGINT, as perf expects) and waits until the files are written.
+    fn stop(self) {
+        for mut perf in self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            perf.wait().unwrap();
+        }
+    }
 }
 
 /// The golden photos and their format variants, as uploaded in the tests.
@@ -226,14 +268,25 @@ async fn main() {
         .chain(std::iter::once(std::process::id()))
         .collect();
     let cpu_now = || pids.iter().map(|p| cpu_secs(*p)).collect::<Vec<f64>>();
+    let tiers: Vec<(String, u32)> = std::iter::once("web-tier".to_owned())
+        .chain((1..=w).map(|n| format!("app-tier-{n}")))
+        .zip(pids.iter().copied())
+        .collect();
     let mut burst_cpu = vec![0.0; pids.len()];
     let mut rounds: Vec<[f64; 4]> = Vec::new();
     for round in 1..=args.repeats {
         let raw = raw_burst(&mut sessions, &raw_images);
+        let profile = args
+            .profile
+            .as_deref()
+            .map(|dir| Profile::start(dir, round, &tiers));
         let before = cpu_now();
         let stack = stack_burst(&url, &uploads).await;
         for ((sum, after), before) in burst_cpu.iter_mut().zip(cpu_now()).zip(before) {
             *sum += after - before;
+        }
+        if let Some(profile) = profile {
+            profile.stop();
         }
         let raw_lat: Vec<Duration> = photos
             .iter()
