@@ -254,7 +254,8 @@ def main() -> int:
         rule = resources[logical]["Properties"]["LifecycleConfiguration"]
         condition, rules = rule[0], rule[1]["Rules"][0]
         c.check(
-            f"{logical}: objects expire after RetentionDays (condition {condition})",
+            f"{logical}: objects expire after RetentionDays (in the template, condition "
+            f"{condition}: moto's CloudFormation does not apply lifecycle rules)",
             condition == "HasRetention"
             and rules["ExpirationInDays"] == "RetentionDays"
             and rules["Status"] == "Enabled",

@@ -295,11 +295,8 @@ async fn serve_with(
             max_age,
         };
         let sweep = retention.sweep(cloud.clone(), stop_background.clone());
-        // Ends at once on AWS: not an early stop of a background task.
-        let stop = stop_background.clone();
         background.spawn(async move {
             sweep.await;
-            stop.cancelled().await;
             Ok(())
         });
     }

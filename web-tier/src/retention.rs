@@ -27,8 +27,9 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Sweeps until `stop` is cancelled; returns at once on AWS, where the buckets' lifecycle
-    /// rules expire objects.
+    /// Sweeps until `stop` is cancelled. On AWS, where the buckets' lifecycle rules expire
+    /// objects, it says so once and only waits for `stop`: like every background task of the
+    /// web tier, it ends when the web tier stops, not before.
     pub async fn sweep(self, cloud: iras_cloud::Cloud, stop: CancellationToken) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -43,6 +44,7 @@ impl Retention {
                     "retention: the buckets' lifecycle rules expire objects (the stack's \
                      RetentionDays); this web tier sweeps nothing"
                 );
+                stop.cancelled().await;
                 return;
             }
         }

@@ -450,3 +450,28 @@ async fn results_older_than_the_retention_are_swept_on_the_local_backend() {
     assert_eq!(input.list("").await.unwrap(), ["new.png"]);
     web.stop().await;
 }
+
+/// On AWS the buckets' lifecycle rules expire objects and the web tier sweeps nothing, but a
+/// `--retention-days` must not end its background task early (which would stop the tier):
+/// it keeps serving and still stops cleanly.
+#[tokio::test]
+async fn a_retention_on_aws_leaves_the_web_tier_serving() {
+    let stack = TestStack::aws().await;
+    let web = start_web(&stack, &["--retention-days", "1"]).await;
+    let _echo = echo_worker(&stack);
+    let r = post(
+        &web.url,
+        "/jobs",
+        Form::new().part("myfile", file("kept.png", png(3))),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    let id = body["id"].as_str().unwrap();
+    let (status, got) = get_json(&format!("{}/results/{id}?wait=30", web.url)).await;
+    assert_eq!(
+        (status, got["label"].as_str()),
+        (StatusCode::OK, Some(label_of("kept").as_str()))
+    );
+    web.stop().await;
+}

@@ -55,7 +55,7 @@ struct Profile(Vec<std::process::Child>);
 
 impl Profile {
     /// Attaches to every `(name, pid)`; waits a moment, as perf needs it to attach.
-    fn start(dir: &Path, round: usize, tiers: &[(String, u32)]) -> Self {
+    async fn start(dir: &Path, round: usize, tiers: &[(String, u32)]) -> Self {
         let perfs = tiers
             .iter()
             .map(|(name, pid)| {
@@ -70,7 +70,7 @@ impl Profile {
                     .expect("starting perf record (is perf installed?)")
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
         Self(perfs)
     }
 
@@ -276,10 +276,10 @@ async fn main() {
     let mut rounds: Vec<[f64; 4]> = Vec::new();
     for round in 1..=args.repeats {
         let raw = raw_burst(&mut sessions, &raw_images);
-        let profile = args
-            .profile
-            .as_deref()
-            .map(|dir| Profile::start(dir, round, &tiers));
+        let profile = match &args.profile {
+            Some(dir) => Some(Profile::start(dir, round, &tiers).await),
+            None => None,
+        };
         let before = cpu_now();
         let stack = stack_burst(&url, &uploads).await;
         for ((sum, after), before) in burst_cpu.iter_mut().zip(cpu_now()).zip(before) {

@@ -250,18 +250,12 @@ impl Cloud {
     /// (`RetentionDays` in the CloudFormation template) and nothing here needs to.
     pub async fn expire_objects(&self, bucket: &str, max_age: Duration) -> Result<Option<usize>> {
         match &self.backend {
-            CloudBackend::Local(c) => {
-                let bucket = c.bucket(bucket).await?;
-                let cutoff = SystemTime::now() - max_age;
-                tokio::task::spawn_blocking(move || bucket.expire_before(cutoff))
-                    .await
-                    .map_err(|e| CloudError::Io {
-                        action: "expire objects",
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e),
-                    })?
-                    .map(Some)
-            }
+            CloudBackend::Local(c) => c
+                .bucket(bucket)
+                .await?
+                .expire_before(SystemTime::now() - max_age)
+                .await
+                .map(Some),
             #[cfg(feature = "aws")]
             CloudBackend::Aws(_) => Ok(None),
         }

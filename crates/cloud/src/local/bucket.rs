@@ -57,8 +57,15 @@ impl LocalBucket {
     /// Deletes every object last written before `cutoff`, and the directories that leaves
     /// empty: the local backend's stand-in for an S3 lifecycle expiration rule. Returns how
     /// many objects it deleted. An object deleted meanwhile by another process is no error.
-    pub fn expire_before(&self, cutoff: SystemTime) -> Result<usize> {
-        expire_in(&self.dir, cutoff)
+    pub async fn expire_before(&self, cutoff: SystemTime) -> Result<usize> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || expire_in(&dir, cutoff))
+            .await
+            .map_err(|e| CloudError::Io {
+                action: "expire objects",
+                path: self.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
 }
 
