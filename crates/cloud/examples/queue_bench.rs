@@ -33,6 +33,9 @@ struct Args {
     /// Messages in each throughput phase.
     #[arg(long, default_value_t = 20_000)]
     throughput_messages: usize,
+    /// Body size of the image-sized phase: an upload of ~50 KB inline, as base64.
+    #[arg(long, default_value_t = 64 * 1024)]
+    image_body_bytes: usize,
 }
 
 #[derive(Subcommand, Clone)]
@@ -216,6 +219,22 @@ async fn run(args: &Args) {
     })
     .await;
 
+    // 4. Throughput with image-sized bodies (an upload inline in its request, as the web
+    //    tier sends it): what a receive, a delete and the log cost per kilobyte.
+    let n = args.throughput_messages / 10;
+    let padding = "x".repeat(args.image_body_bytes);
+    let images = phase(state, false, |q| async move {
+        for i in 0..n {
+            q.send(OutgoingMessage::new(format!(
+                "{i}:{}:{padding}",
+                now_nanos()
+            )))
+            .await
+            .unwrap();
+        }
+    })
+    .await;
+
     let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
     let rate =
         |r: &PhaseResult| format!("{:.0} msg/s", r.processed as f64 / r.elapsed.as_secs_f64());
@@ -243,6 +262,12 @@ async fn run(args: &Args) {
         "| end-to-end throughput, single send/delete ({} msgs) | {} | |",
         single.processed,
         rate(&single)
+    );
+    println!(
+        "| end-to-end throughput, single send/delete of {} KiB bodies ({} msgs) | {} | |",
+        args.image_body_bytes / 1024,
+        images.processed,
+        rate(&images)
     );
 }
 

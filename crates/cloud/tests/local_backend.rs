@@ -154,6 +154,86 @@ async fn messages_and_objects_survive_a_restart() {
     );
 }
 
+/// Writes `queues.db` as the first release laid it out: bodies inline in `messages`, no
+/// `user_version`; one queue `requests` holding one message.
+fn write_version_0_database(dir: &std::path::Path, body: &str) {
+    let conn = rusqlite::Connection::open(dir.join("queues.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE queues (name TEXT PRIMARY KEY, visibility_timeout_ms INTEGER NOT NULL,
+             max_receive_count INTEGER, dead_letter_queue TEXT, created_at_ms INTEGER NOT NULL);
+         CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
+             message_id TEXT NOT NULL, body TEXT NOT NULL, sent_at_ms INTEGER NOT NULL,
+             visible_at_ms INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0,
+             receipt TEXT UNIQUE);
+         CREATE INDEX messages_by_visibility ON messages (queue, visible_at_ms, seq);
+         INSERT INTO queues VALUES ('requests', 30000, NULL, NULL, 0);",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms)
+         VALUES ('requests', 'm-1', ?1, 0, 0)",
+        [body],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_layout_keeps_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    write_version_0_database(dir.path(), "queued before the upgrade");
+    let receive = ReceiveOptions {
+        max_messages: 10,
+        wait: Duration::ZERO,
+        visibility_timeout: Some(Duration::ZERO),
+    };
+    // Opened twice: the second opening finds the new layout and changes nothing.
+    for _ in 0..2 {
+        let queue = open(dir.path()).await.queue("requests").await.unwrap();
+        let got = queue.receive(receive).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "queued before the upgrade");
+        assert_eq!(got[0].message_id, "m-1");
+    }
+    let cloud = open(dir.path()).await;
+    let queue = cloud.queue("requests").await.unwrap();
+    queue
+        .send(OutgoingMessage::new("sent after"))
+        .await
+        .unwrap();
+    let got = queue.receive(receive).await.unwrap();
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        queue.delete(&m.receipt).await.unwrap();
+    }
+    assert!(queue.receive(receive).await.unwrap().is_empty());
+    let conn = rusqlite::Connection::open(dir.path().join("queues.db")).unwrap();
+    let bodies: i64 = conn
+        .query_row("SELECT COUNT(*) FROM bodies", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(bodies, 0, "a deleted message leaves no body behind");
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_layout_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).await);
+    let path = dir.path().join("queues.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = Cloud::open_local(dir.path())
+        .await
+        .expect_err("newer layout");
+    assert!(err.to_string().contains("layout version 99"), "{err}");
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+}
+
 #[tokio::test]
 async fn a_corrupt_database_is_reported_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,12 @@ use crate::queue::{
 const FALLBACK_POLL: Duration = Duration::from_millis(250);
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The layout of the database; `PRAGMA user_version` records which one a file has.
+/// Version 1 keeps message bodies in their own table: a receive, a heartbeat or a receipt
+/// changes only the small `messages` row, and SQLite rewrites a whole row on every update,
+/// so a body inline (an image of tens of kilobytes, base64) was copied into the write-ahead
+/// log again at each of them.
+const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queues (
@@ -40,14 +46,48 @@ CREATE TABLE IF NOT EXISTS messages (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     queue         TEXT NOT NULL,
     message_id    TEXT NOT NULL,
-    body          TEXT NOT NULL,
     sent_at_ms    INTEGER NOT NULL,
     visible_at_ms INTEGER NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0,
     receipt       TEXT UNIQUE
 );
+CREATE TABLE IF NOT EXISTS bodies (
+    seq  INTEGER PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms, seq);
 ";
+
+/// Brings a database of an earlier layout to [`SCHEMA_VERSION`], inside the schema
+/// transaction: version 0 had the body as a column of `messages`. A database of a later
+/// version (written by a newer iras) is refused rather than misread.
+fn migrate(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "the queue database has layout version {version}; this iras knows up to \
+                 {SCHEMA_VERSION} (a newer iras wrote it)"
+            )),
+        ));
+    }
+    let inline_bodies: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('messages') WHERE name = 'body')",
+        [],
+        |r| r.get(0),
+    )?;
+    if inline_bodies {
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO bodies (seq, body) SELECT seq, body FROM messages;
+             ALTER TABLE messages DROP COLUMN body;",
+        )?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(())
+}
 
 /// The queue database, shared by every queue handle of one process.
 #[derive(Debug, Clone)]
@@ -87,6 +127,7 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // reading the schema and failing to upgrade while another tier creates it.
     let schema = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     schema.execute_batch(SCHEMA)?;
+    migrate(&schema)?;
     schema.commit()?;
     Ok(conn)
 }
@@ -210,6 +251,10 @@ impl Database {
         let name_owned = name.to_owned();
         self.with(name, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM bodies WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1)",
+                params![name_owned],
+            )?;
             tx.execute("DELETE FROM messages WHERE queue = ?1", params![name_owned])?;
             let deleted = tx.execute("DELETE FROM queues WHERE name = ?1", params![name_owned])?;
             tx.commit()?;
@@ -316,12 +361,15 @@ impl LocalQueue {
                 let mut ids = Vec::with_capacity(messages.len());
                 {
                     let mut insert = tx.prepare_cached(
-                        "INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO messages (queue, message_id, sent_at_ms, visible_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
                     )?;
+                    let mut insert_body =
+                        tx.prepare_cached("INSERT INTO bodies (seq, body) VALUES (?1, ?2)")?;
                     for m in messages {
                         let id = uuid::Uuid::new_v4().to_string();
-                        insert.execute(params![queue, id, m.body, now, now + millis(m.delay)])?;
+                        let seq = insert.insert(params![queue, id, now, now + millis(m.delay)])?;
+                        insert_body.execute(params![seq, m.body])?;
                         ids.push(id);
                     }
                 }
@@ -351,9 +399,10 @@ impl LocalQueue {
                     let want = max - picked.messages.len() + taken.len();
                     let rows: Vec<(i64, String, String, u32, i64)> = {
                         let mut select = tx.prepare_cached(
-                            "SELECT seq, message_id, body, receive_count, sent_at_ms FROM messages
-                             WHERE queue = ?1 AND visible_at_ms <= ?2
-                             ORDER BY visible_at_ms, seq LIMIT ?3",
+                            "SELECT m.seq, m.message_id, b.body, m.receive_count, m.sent_at_ms
+                             FROM messages m JOIN bodies b ON b.seq = m.seq
+                             WHERE m.queue = ?1 AND m.visible_at_ms <= ?2
+                             ORDER BY m.visible_at_ms, m.seq LIMIT ?3",
                         )?;
                         select
                             .query_map(params![queue, now, want as i64], |r| {
@@ -434,10 +483,18 @@ impl LocalQueue {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut out = Vec::with_capacity(receipts.len());
                 {
-                    let mut delete = tx
-                        .prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")?;
+                    let mut delete = tx.prepare_cached(
+                        "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2 RETURNING seq",
+                    )?;
+                    let mut delete_body = tx.prepare_cached("DELETE FROM bodies WHERE seq = ?1")?;
                     for r in receipts {
-                        out.push(delete.execute(params![queue, r.0])? == 1);
+                        let seq: Option<i64> = delete
+                            .query_row(params![queue, r.0], |row| row.get(0))
+                            .optional()?;
+                        if let Some(seq) = seq {
+                            delete_body.execute(params![seq])?;
+                        }
+                        out.push(seq.is_some());
                     }
                 }
                 tx.commit()?;
