@@ -9,7 +9,7 @@
 use crate::decode::RgbImage;
 use crate::error::Error;
 use crate::pack::{ChannelOrder, Filter, Manifest, ResizeMode};
-use crate::resample::{self, Scratch, SourceBox};
+use crate::resample::{self, Pixels, Scratch, SourceBox};
 
 /// Where in the source the model's input window comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,8 +43,6 @@ pub struct Preprocessor {
     /// Source RGB channel feeding tensor channel `c`.
     source_channel: [usize; 3],
     scratch: Scratch,
-    /// The integer crop, copied out so the filter clamps at its edges as Pillow's does.
-    cropped: Vec<u8>,
     resized: Vec<u8>,
 }
 
@@ -84,7 +82,6 @@ impl Preprocessor {
                 ChannelOrder::Bgr => [2, 1, 0],
             },
             scratch: Scratch::default(),
-            cropped: Vec::new(),
             resized: vec![0; width as usize * height as usize * 3],
         }
     }
@@ -131,10 +128,11 @@ impl Preprocessor {
         let (g, b) = rest.split_at_mut(plane);
         let [l0, l1, l2] = &*self.lut;
         let [s0, s1, s2] = self.source_channel;
-        for (i, px) in pixels.chunks_exact(3).enumerate() {
-            r[i] = l0[usize::from(px[s0])];
-            g[i] = l1[usize::from(px[s1])];
-            b[i] = l2[usize::from(px[s2])];
+        let planes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+        for (px, ((r, g), b)) in pixels.chunks_exact(3).zip(planes) {
+            *r = l0[usize::from(px[s0])];
+            *g = l1[usize::from(px[s1])];
+            *b = l2[usize::from(px[s2])];
         }
         Ok(())
     }
@@ -188,41 +186,31 @@ impl Preprocessor {
 
     fn resize_window(&mut self, img: &RgbImage, window: Window) {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let (src, src_w, src_h, bx) = match window {
+        let whole = Pixels::packed(img.as_bytes(), w, h);
+        let (src, bx) = match window {
+            // Pillow crops first and resizes the crop: the kernel stops at the crop's edges,
+            // so the crop is resized as an image of its own (a window onto the source rows).
             Window::Crop {
                 left,
                 top,
                 width,
                 height,
-            } => {
-                let (left, top, cw, ch) =
-                    (left as usize, top as usize, width as usize, height as usize);
-                let full = SourceBox {
+            } => (
+                whole.window(left as usize, top as usize, width as usize, height as usize),
+                SourceBox {
                     left: 0.0,
                     top: 0.0,
-                    right: cw as f64,
-                    bottom: ch as f64,
-                };
-                if (cw, ch) == (w, h) {
-                    (img.as_bytes(), w, h, full)
-                } else {
-                    self.cropped.clear();
-                    for row in img.as_bytes().chunks_exact(w * 3).skip(top).take(ch) {
-                        self.cropped
-                            .extend_from_slice(&row[left * 3..(left + cw) * 3]);
-                    }
-                    (&self.cropped[..], cw, ch, full)
-                }
-            }
+                    right: f64::from(width),
+                    bottom: f64::from(height),
+                },
+            ),
             Window::Box {
                 left,
                 top,
                 width,
                 height,
             } => (
-                img.as_bytes(),
-                w,
-                h,
+                whole,
                 SourceBox {
                     left,
                     top,
@@ -233,8 +221,6 @@ impl Preprocessor {
         };
         resample::resize(
             src,
-            src_w,
-            src_h,
             bx,
             self.width as usize,
             self.height as usize,
