@@ -111,6 +111,15 @@ pub struct HttpArgs {
     #[arg(long, env = env::IRAS_MAX_CONNECTIONS, default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// How far an upload is checked before it is queued: `structure` reads the header and
+    /// walks the file's framing (PNG chunks and their CRCs, JPEG segments to the end marker,
+    /// GIF blocks, WebP chunks, a BMP's pixel array), and decodes in full only what that
+    /// cannot prove whole (TIFF, a file cut short); `full` decodes every upload. Either way a
+    /// truncated file or one that is not an image is refused with a 4xx before anything is
+    /// queued; with `structure`, a file whose framing is whole but whose compressed pixels
+    /// are damaged is answered by the worker instead (422, `undecodable_image`).
+    #[arg(long, env = env::IRAS_VALIDATE, default_value = "structure")]
+    pub validate: Validation,
     /// Input limits (the same flags and defaults as the app tier's).
     #[command(flatten)]
     pub limits: iras_cli::LimitArgs,
@@ -131,6 +140,15 @@ pub struct HttpArgs {
     #[arg(long, env = env::IRAS_RESULTS_KEPT, default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub results_kept: u32,
+}
+
+/// How far the web tier checks an upload before queueing it (`--validate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Validation {
+    /// The header, then the file's framing; a full decode only when that is not enough.
+    Structure,
+    /// The header, then a full decode of every upload.
+    Full,
 }
 
 /// Where the listener runs.
@@ -192,6 +210,8 @@ pub struct WebConfig {
     pub max_waiting: usize,
     /// Input limits.
     pub limits: iras_classifier::Limits,
+    /// How far uploads are checked before they are queued.
+    pub validation: Validation,
     /// The budget every validating decode takes its memory estimate out of.
     pub decode_budget: iras_classifier::DecodeBudget,
     /// Predictions per result.
@@ -236,6 +256,7 @@ impl Cli {
             max_connections: http.max_connections as usize,
             max_waiting: http.max_waiting as usize,
             limits: http.limits.limits(),
+            validation: http.validate,
             decode_budget: http.decode.budget(http.limits.max_decoded_bytes)?,
             top_k: http.top_k,
             key_scheme: http.key_scheme,

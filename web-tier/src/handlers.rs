@@ -155,10 +155,10 @@ pub(crate) async fn check_image(
     file_name: Option<&str>,
     bytes: Bytes,
 ) -> Result<(FileName, Bytes), AppError> {
-    let (bytes, info) = crate::validate::validate(state, bytes).await?;
+    let (bytes, format) = crate::validate::validate(state, bytes).await?;
     let file_name = match file_name {
         Some(name) if !name.is_empty() => FileName::sanitize(name)?,
-        _ => FileName::parse(&format!("upload.{}", info.format))?,
+        _ => FileName::parse(&format!("upload.{format}"))?,
     };
     if iras_protocol::is_reserved_output_key(state.config.key_scheme, &file_name) {
         return Err(AppError::ReservedFileName);

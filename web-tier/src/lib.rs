@@ -32,13 +32,17 @@
 //! By default the listener runs inside this process; with `--listener external` the
 //! standalone `listener` binary delivers over a loopback-only endpoint instead.
 //!
-//! The decision a reader may question: uploads are fully decoded here, before queueing,
-//! although the app tier decodes them again. A few milliseconds of CPU per upload buys
-//! the rule that bad input is refused with a 4xx before anything is queued, so no worker
-//! ever spends a receive on a file that was never an image. The header alone would catch
-//! what is not an image or is over a limit, but not a truncated or corrupt file; so the
-//! header is checked first (a decompression bomb costs its header), and the full decode runs
-//! on the blocking pool within a memory budget shared by all uploads (`validate`).
+//! The decision a reader may question: uploads are not decoded here by default, although
+//! bad input must get its 4xx before anything is queued. The header is read (format,
+//! dimensions, the memory a decode needs: a decompression bomb costs its header), then the
+//! file's framing is walked (`--validate structure`: chunks and checksums, segments up to the
+//! end marker), which refuses what is not an image, over a limit or cut short, for a small
+//! fraction of a decode; the app tier decodes anyway. What the framing cannot prove whole,
+//! and every upload with `--validate full`, is decoded in full on the blocking pool within a
+//! memory budget shared by all uploads (`validate`). The price of the default: a file whose
+//! framing is whole but whose compressed data is damaged costs a worker a receive and is
+//! answered with a 422 instead of a 400; the gain: half the web tier's CPU per upload, on
+//! the one machine every upload goes through.
 //! The public socket is served by `server` (header read timeout, connection limit) rather
 //! than `axum::serve`, which offers neither.
 

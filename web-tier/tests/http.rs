@@ -197,6 +197,58 @@ async fn bad_uploads_get_a_4xx_with_a_reason_and_nothing_is_queued() {
     web.stop().await;
 }
 
+/// A PNG whose framing is whole (every chunk inside the file, every CRC right) but whose
+/// compressed pixels are not a zlib stream: only a decode finds out.
+fn png_with_damaged_pixels() -> Vec<u8> {
+    let mut bytes = png(64, 48);
+    let idat = bytes.windows(4).position(|w| w == b"IDAT").unwrap();
+    let len = u32::from_be_bytes(bytes[idat - 4..idat].try_into().unwrap()) as usize;
+    // The zlib header (compression method 8) becomes method 0, which does not exist.
+    bytes[idat + 4] = 0;
+    bytes[idat + 5] = 0;
+    let crc = crc32fast::hash(&bytes[idat..idat + 4 + len]);
+    bytes[idat + 4 + len..idat + 8 + len].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_pixels_in_whole_framing_are_refused_only_by_a_full_decode() {
+    let damaged = png_with_damaged_pixels();
+    // --validate full: the decode finds it, a 400 before anything is queued.
+    let state = tempfile::tempdir().unwrap();
+    let web = start_web(state.path(), &["--validate", "full"]).await;
+    let r = post(&web.url, form("myfile", "d.png", damaged.clone()), true).await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "not_an_image", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("png"), "{body}");
+    assert_eq!(request_depth(state.path()).await, 0, "nothing was queued");
+    web.stop().await;
+
+    // The default walks the framing only: the file is queued (no worker runs here, so the
+    // request times out with its id) and the worker's decode will answer it with a 422.
+    let state = tempfile::tempdir().unwrap();
+    let web = start_web(state.path(), &["--request-timeout-secs", "1"]).await;
+    let r = post(&web.url, form("myfile", "d.png", damaged), true).await;
+    assert_eq!(r.status(), 504);
+    assert_eq!(
+        request_depth(state.path()).await,
+        1,
+        "queued for the worker"
+    );
+    // A file cut short is still refused by the web tier.
+    let mut cut = png(64, 48);
+    cut.truncate(cut.len() - 20);
+    let r = post(&web.url, form("myfile", "c.png", cut), true).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        request_depth(state.path()).await,
+        1,
+        "the cut file was not queued"
+    );
+    web.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_with_the_bare_label_or_json_inline_and_by_claim_check() {
     let state = tempfile::tempdir().unwrap();

@@ -52,6 +52,7 @@ pub mod paths;
 pub mod preprocess;
 mod resample;
 pub mod scores;
+pub mod structure;
 
 #[cfg(feature = "inference")]
 mod classifier;
@@ -64,3 +65,4 @@ pub use error::{Error, FETCH_HINT, ImageError, PackError};
 pub use pack::{Manifest, ModelPack};
 pub use preprocess::Preprocessor;
 pub use scores::Prediction;
+pub use structure::{Structure, check_structure};

@@ -6,7 +6,9 @@ mod support;
 
 use std::io::Cursor;
 
-use iras_classifier::{ImageError, Limits, decode_image, validate_image};
+use iras_classifier::{
+    ImageError, Limits, Structure, check_structure, decode_image, probe_image, validate_image,
+};
 
 fn png(img: image::DynamicImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
@@ -238,4 +240,38 @@ fn the_decode_memory_estimate_counts_bytes_per_pixel_and_the_rgb_copy() {
         assert!(err.to_string().contains("100x100 Rgba16"), "{err}");
     }
     assert!(decode_image(&rgb8, &tight).is_ok());
+}
+
+/// The structural check on real files: every test image whose format it walks is whole
+/// (and decodes), TIFF is left to the decoder, and half of any file is never whole.
+#[test]
+fn real_files_are_whole_and_their_halves_are_not() {
+    let names = [
+        ("chelsea.bmp", Structure::Whole),
+        ("chelsea.gif", Structure::Whole),
+        ("chelsea.jpg", Structure::Whole),
+        ("chelsea.webp", Structure::Whole),
+        ("chelsea.tiff", Structure::Unsure),
+        ("cmyk.jpg", Structure::Whole),
+        ("exif-rotated.jpg", Structure::Whole),
+        ("gray.png", Structure::Whole),
+        ("gray-alpha.png", Structure::Whole),
+        ("palette.png", Structure::Whole),
+        ("rgb16.png", Structure::Whole),
+        ("rgba.png", Structure::Whole),
+        ("small-64.png", Structure::Whole),
+    ];
+    let limits = Limits::default();
+    for (name, want) in names {
+        let bytes = support::test_image(name);
+        let format = probe_image(&bytes, &limits).unwrap().format;
+        assert_eq!(check_structure(&bytes, format), want, "{name}");
+        validate_image(&bytes, &limits).unwrap();
+        let half = &bytes[..bytes.len() / 2];
+        assert_eq!(
+            check_structure(half, format),
+            Structure::Unsure,
+            "half of {name}"
+        );
+    }
 }

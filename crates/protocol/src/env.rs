@@ -95,6 +95,8 @@ variables! {
     IRAS_BODY_TIMEOUT_SECS,
     /// Most client connections open at once.
     IRAS_MAX_CONNECTIONS,
+    /// `structure` or `full`: how far an upload is checked before it is queued.
+    IRAS_VALIDATE,
     /// Predictions per result in JSON answers.
     IRAS_TOP_K,
     /// `file-name` or `request-id`: the buckets' key layout.
