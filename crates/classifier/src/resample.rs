@@ -313,7 +313,6 @@ pub(crate) fn resize(
 ) {
     debug_assert_eq!(out.len(), out_w * out_h * 3);
     let (src_w, src_h) = (src.width, src.height);
-    let plane = src;
     if filter == Filter::Nearest {
         // Pillow maps NEAREST to an affine transform sampling pixel centres.
         let (sx, sy) = (
@@ -322,7 +321,7 @@ pub(crate) fn resize(
         );
         for (yy, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
             let y = ((bx.top + (yy as f64 + 0.5) * sy) as usize).min(src_h - 1);
-            let row = plane.row(y);
+            let row = src.row(y);
             for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
                 let x = ((bx.left + (xx as f64 + 0.5) * sx) as usize).min(src_w - 1);
                 px.copy_from_slice(&row[x * 3..x * 3 + 3]);
@@ -365,7 +364,7 @@ pub(crate) fn resize(
         for strip in (0..rows).step_by(STRIP) {
             let h = STRIP.min(rows - strip);
             transpose_region(
-                &plane,
+                &src,
                 x_first,
                 y_first + strip,
                 x_last - x_first,

@@ -29,7 +29,7 @@ pub enum Structure {
 }
 
 impl Structure {
-    fn from(whole: bool) -> Structure {
+    fn whole_if(whole: bool) -> Structure {
         if whole {
             Structure::Whole
         } else {
@@ -41,7 +41,7 @@ impl Structure {
 /// Walks the framing of `bytes`, an image of `format` (as [`crate::Probe::format`] names it:
 /// `png`, `jpeg`, `gif`, `webp`, `bmp`, `tiff`).
 pub fn check_structure(bytes: &[u8], format: &str) -> Structure {
-    Structure::from(match format {
+    Structure::whole_if(match format {
         "png" => png_whole(bytes),
         "jpeg" => jpeg_whole(bytes),
         "gif" => gif_whole(bytes),
@@ -220,7 +220,8 @@ fn webp_whole(bytes: &[u8]) -> bool {
     let mut at = 12;
     let mut image = false;
     while at < end {
-        let Some(len) = le_u32(bytes, at).and(le_u32(bytes, at + 4)) else {
+        // The chunk's size follows its four-letter name.
+        let Some(len) = le_u32(bytes, at + 4) else {
             return false;
         };
         let Some(next) = usize::try_from(len)

@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS bodies (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms, seq);
+-- A body goes with its message, whichever statement deletes the message.
+CREATE TRIGGER IF NOT EXISTS bodies_follow_messages AFTER DELETE ON messages
+BEGIN
+    DELETE FROM bodies WHERE seq = old.seq;
+END;
 ";
 
 /// Brings a database of an earlier layout to [`SCHEMA_VERSION`], inside the schema
@@ -251,10 +256,6 @@ impl Database {
         let name_owned = name.to_owned();
         self.with(name, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "DELETE FROM bodies WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1)",
-                params![name_owned],
-            )?;
             tx.execute("DELETE FROM messages WHERE queue = ?1", params![name_owned])?;
             let deleted = tx.execute("DELETE FROM queues WHERE name = ?1", params![name_owned])?;
             tx.commit()?;
@@ -483,18 +484,10 @@ impl LocalQueue {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut out = Vec::with_capacity(receipts.len());
                 {
-                    let mut delete = tx.prepare_cached(
-                        "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2 RETURNING seq",
-                    )?;
-                    let mut delete_body = tx.prepare_cached("DELETE FROM bodies WHERE seq = ?1")?;
+                    let mut delete = tx
+                        .prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")?;
                     for r in receipts {
-                        let seq: Option<i64> = delete
-                            .query_row(params![queue, r.0], |row| row.get(0))
-                            .optional()?;
-                        if let Some(seq) = seq {
-                            delete_body.execute(params![seq])?;
-                        }
-                        out.push(seq.is_some());
+                        out.push(delete.execute(params![queue, r.0])? == 1);
                     }
                 }
                 tx.commit()?;
