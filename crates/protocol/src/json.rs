@@ -19,23 +19,33 @@ impl Formatter for SqsSafe {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // Both are EF BF BE / EF BF BF in UTF-8, and in valid UTF-8 an EF byte only ever
+        // starts a three-byte character: look for that byte (a vectorised search, so a
+        // base64 image of a few hundred kilobytes costs next to nothing) and check the rest.
+        let bytes = fragment.as_bytes();
         let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if matches!(c, '\u{FFFE}' | '\u{FFFF}') {
-                writer.write_all(&fragment.as_bytes()[start..i])?;
-                write!(writer, "\\u{:04x}", u32::from(c))?;
-                start = i + c.len_utf8();
-            }
+        for i in memchr::memchr_iter(0xEF, bytes) {
+            let escaped = match bytes.get(i + 1..i + 3) {
+                Some([0xBF, 0xBE]) => "\\ufffe",
+                Some([0xBF, 0xBF]) => "\\uffff",
+                _ => continue,
+            };
+            writer.write_all(&bytes[start..i])?;
+            writer.write_all(escaped.as_bytes())?;
+            start = i + 3;
         }
-        writer.write_all(&fragment.as_bytes()[start..])
+        writer.write_all(&bytes[start..])
     }
 }
 
-/// Encodes `value` as compact, SQS-safe JSON, checking its version first.
+/// Encodes `value` as compact, SQS-safe JSON, checking its version first. `capacity` is
+/// the expected length: a body holding an image is written into one buffer of about its
+/// size instead of one that doubles its way up.
 pub(crate) fn encode<T: Serialize>(
     value: &T,
     version: u32,
     message: MessageKind,
+    capacity: usize,
 ) -> Result<String, ProtocolError> {
     if version != PROTOCOL_VERSION {
         return Err(ProtocolError::UnsupportedVersion {
@@ -44,7 +54,7 @@ pub(crate) fn encode<T: Serialize>(
             supported: PROTOCOL_VERSION,
         });
     }
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(capacity);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, SqsSafe);
     value
         .serialize(&mut ser)
@@ -83,6 +93,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Msg {
@@ -96,11 +107,39 @@ mod tests {
             version: PROTOCOL_VERSION,
             text: "a\u{fffe}b\u{ffff}\u{0}é\u{7f}".into(),
         };
-        let body = encode(&msg, msg.version, MessageKind::Request).unwrap();
+        let body = encode(&msg, msg.version, MessageKind::Request, 0).unwrap();
         assert_eq!(
             body,
             "{\"version\":1,\"text\":\"a\\ufffeb\\uffff\\u0000é\u{7f}\"}"
         );
         assert_eq!(decode::<Msg>(&body, MessageKind::Request).unwrap(), msg);
+    }
+
+    /// Characters next to the two escaped ones in UTF-8 (same lead byte EF, same or other
+    /// continuation bytes) and a few others, so the byte-level search is checked where it
+    /// could go wrong.
+    fn near_miss_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            (0xF000u32..=0xFFFF).prop_filter_map("a scalar value", char::from_u32),
+            any::<char>(),
+            Just('a'),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the text, the body holds neither U+FFFE nor U+FFFF raw, and decodes to
+        /// the same text; every other character is written as serde_json writes it.
+        #[test]
+        fn any_text_is_sqs_safe_and_round_trips(chars in proptest::collection::vec(near_miss_char(), 0..40)) {
+            let msg = Msg { version: PROTOCOL_VERSION, text: chars.into_iter().collect() };
+            let body = encode(&msg, msg.version, MessageKind::Request, 16).unwrap();
+            let raw = body.contains(['\u{fffe}', '\u{ffff}']);
+            prop_assert!(!raw, "a raw U+FFFE or U+FFFF in {:?}", body);
+            let plain = serde_json::to_string(&msg).unwrap()
+                .replace('\u{fffe}', "\\ufffe")
+                .replace('\u{ffff}', "\\uffff");
+            prop_assert_eq!(&body, &plain);
+            prop_assert_eq!(decode::<Msg>(&body, MessageKind::Request).unwrap(), msg);
+        }
     }
 }

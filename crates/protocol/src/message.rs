@@ -16,6 +16,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// How many predictions a client gets when it does not ask: just the top one.
 pub const DEFAULT_TOP_K: u8 = 1;
 
+/// Room for everything in a message but its image (ids, names, queue URL, timings, top-k).
+const ENVELOPE_BYTES: usize = 1024;
+
 fn default_top_k() -> u8 {
     DEFAULT_TOP_K
 }
@@ -51,7 +54,16 @@ pub struct RequestMessage {
 impl RequestMessage {
     /// Encodes the message as a queue body.
     pub fn encode(&self) -> Result<String, ProtocolError> {
-        json::encode(self, self.version, MessageKind::Request)
+        let image = match &self.image {
+            ImagePayload::Inline { data } => data.len(),
+            ImagePayload::Claim { key } => key.len(),
+        };
+        json::encode(
+            self,
+            self.version,
+            MessageKind::Request,
+            ENVELOPE_BYTES + image,
+        )
     }
 
     /// Decodes a queue body, rejecting other protocol versions.
@@ -174,7 +186,7 @@ impl ResponseMessage {
                 }
             }
         }
-        json::encode(self, self.version, MessageKind::Response)
+        json::encode(self, self.version, MessageKind::Response, ENVELOPE_BYTES)
     }
 
     /// Decodes a queue body, rejecting other protocol versions.
