@@ -107,6 +107,84 @@ async fn a_waiting_receive_wakes_for_a_send_from_another_connection() {
     );
 }
 
+/// The names of the doorbell sockets in a queue's doorbell directory.
+fn bells(dir: &std::path::Path, queue: &str) -> HashSet<std::ffi::OsString> {
+    std::fs::read_dir(dir.join("doorbells").join(queue))
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_reuse_their_handles_doorbells_and_still_wake() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path()).await;
+    a.provision(&stack()).await.unwrap();
+    let b = open(dir.path()).await;
+    let receiver = std::sync::Arc::new(a.queue("requests").await.unwrap());
+    let sender = b.queue("requests").await.unwrap();
+    let wait = |max_messages| ReceiveOptions {
+        max_messages,
+        wait: Duration::from_secs(20),
+        visibility_timeout: None,
+    };
+    // One long poll after another, each woken by a send: one socket serves them all, and
+    // a ring left in it while nobody waited does not end the next poll early.
+    let mut first = None;
+    for round in 0..4 {
+        let r = receiver.clone();
+        let waiter = tokio::spawn(async move { r.receive(wait(1)).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = bells(dir.path(), "requests");
+        assert_eq!(now.len(), 1, "round {round}");
+        assert_eq!(
+            first.get_or_insert_with(|| now.clone()),
+            &now,
+            "round {round}"
+        );
+        let sent_at = Instant::now();
+        sender
+            .send(OutgoingMessage::new(format!("m{round}")))
+            .await
+            .unwrap();
+        let got = waiter.await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(
+            sent_at.elapsed() < Duration::from_millis(200),
+            "round {round} woke after {:?}",
+            sent_at.elapsed()
+        );
+        receiver.delete(&got[0].receipt).await.unwrap();
+        // A stale ring: sent while nobody waits, its message taken by another consumer.
+        sender.send(OutgoingMessage::new("stale")).await.unwrap();
+        let taken = sender
+            .receive(ReceiveOptions {
+                wait: Duration::ZERO,
+                ..wait(1)
+            })
+            .await
+            .unwrap();
+        sender.delete(&taken[0].receipt).await.unwrap();
+    }
+    // Two polls at once on the same handle get a socket each, and both wake.
+    let (r1, r2) = (receiver.clone(), receiver.clone());
+    let w1 = tokio::spawn(async move { r1.receive(wait(1)).await.unwrap() });
+    let w2 = tokio::spawn(async move { r2.receive(wait(1)).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bells(dir.path(), "requests").len(), 2);
+    let sent_at = Instant::now();
+    sender.send(OutgoingMessage::new("x")).await.unwrap();
+    sender.send(OutgoingMessage::new("y")).await.unwrap();
+    assert_eq!(w1.await.unwrap().len() + w2.await.unwrap().len(), 2);
+    assert!(
+        sent_at.elapsed() < Duration::from_millis(200),
+        "woke after {:?}",
+        sent_at.elapsed()
+    );
+    // The handle gone, its sockets go too.
+    drop(receiver);
+    assert!(bells(dir.path(), "requests").is_empty());
+}
+
 #[tokio::test]
 async fn messages_and_objects_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();

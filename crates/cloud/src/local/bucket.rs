@@ -105,16 +105,24 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Cloud
 }
 
 fn write_atomically(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(io("create object directory", parent))?;
-    }
     let mut tmp =
         tempfile::NamedTempFile::new_in(tmp_dir).map_err(io("create temporary object", tmp_dir))?;
     tmp.write_all(bytes).map_err(io("write object", target))?;
     tmp.as_file()
         .sync_all()
         .map_err(io("flush object", target))?;
-    tmp.persist(target).map_err(|e| CloudError::Io {
+    let persisted = match tmp.persist(target) {
+        // The key's directory is made on the first object under it only, not tried on
+        // every put (a `mkdir` takes the parent directory's lock even when it exists).
+        Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io("create object directory", parent))?;
+            }
+            e.file.persist(target)
+        }
+        other => other,
+    };
+    persisted.map_err(|e| CloudError::Io {
         action: "rename object into place",
         path: target.to_path_buf(),
         source: e.error,

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::doorbell::{self, Doorbell};
+use super::doorbell::{self, Doorbells};
 use crate::error::{CloudError, Result};
 use crate::queue::{
     BatchEntryError, EntryResult, OutgoingMessage, Queue, QueueDepth, ReceiptHandle,
@@ -318,7 +318,8 @@ pub struct LocalQueue {
     name: String,
     db: Database,
     config: QueueConfig,
-    doorbells: PathBuf,
+    /// Shared by the clones of this handle, which lend them to their long polls.
+    doorbells: Arc<Doorbells>,
     dead_letter_doorbells: Option<PathBuf>,
 }
 
@@ -348,7 +349,7 @@ impl LocalQueue {
             name: name.to_owned(),
             db,
             config,
-            doorbells: doorbell::directory(root, name),
+            doorbells: Arc::new(Doorbells::new(doorbell::directory(root, name))),
             dead_letter_doorbells,
         })
     }
@@ -377,7 +378,7 @@ impl LocalQueue {
                 Ok(ids)
             })
             .await?;
-        doorbell::ring(&self.doorbells);
+        doorbell::ring(self.doorbells.dir());
         Ok(ids)
     }
 
@@ -600,7 +601,7 @@ impl Queue for LocalQueue {
         let bell = if options.wait.is_zero() {
             None
         } else {
-            Doorbell::bind(&self.doorbells)
+            self.doorbells.take()
         };
         loop {
             let picked = self.pick(options.max_messages, visibility).await?;
@@ -666,7 +667,7 @@ impl Queue for LocalQueue {
             return Err(self.invalid_receipt());
         }
         if timeout.is_zero() {
-            doorbell::ring(&self.doorbells);
+            doorbell::ring(self.doorbells.dir());
         }
         Ok(())
     }
