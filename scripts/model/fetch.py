@@ -378,8 +378,8 @@ def skimage_photo(cache: Cache, stem: str) -> bytes:
         return z.read(name)
 
 
-def int8_manifest(fp32_manifest: str, variant: str, description: str) -> str:
-    return fp32_manifest.replace('name = "efficientnet-lite0"', 'name = "efficientnet-lite0-int8"').replace(
+def int8_manifest(fp32_manifest: str, name: str, variant: str, description: str) -> str:
+    return fp32_manifest.replace('name = "efficientnet-lite0"', f'name = "{name}"').replace(
         'description = "EfficientNet-Lite0, ImageNet-1k (75.1% top-1); ',
         f'description = "EfficientNet-Lite0 int8 ({description}; quantisation variant {variant}); ',
     )
@@ -395,27 +395,27 @@ def int8_manifest(fp32_manifest: str, variant: str, description: str) -> str:
 INT8_SHA256 = "6fa0a567609f62bdcfe348308f2d2e4c97293458ee0301d56636854b7b02d1f5"
 
 
-def build_efficientnet_int8(cache: Cache, golden: dict[str, str]) -> str:
-    """The fp32 pack statically quantised to int8 by onnxruntime.quantization, calibrated on the
-    fixed photo set of ``photos.py``. Accepted only if both golden photos keep the fp32 pack's
-    top-1 label."""
+def quantized_pack(cache: Cache, golden: dict[str, str], name: str, variant: str, accept) -> str:
+    """The fp32 pack statically quantised to int8 as ``quantize.VARIANTS[variant]`` says, by
+    onnxruntime.quantization, calibrated on the fixed photo set of ``photos.py``, into
+    ``packs/<name>``. ``accept(staging_dir, model_path)`` may refuse the result (raise) before it
+    replaces the cached pack."""
     import onnxruntime
     import quantize
     import reference
 
     fp32_dir = build_efficientnet(cache, golden)
-    directory = os.path.join(cache.packs, "efficientnet-lite0-int8")
-    variant = quantize.PACK_VARIANT
+    directory = os.path.join(cache.packs, name)
     description, options = quantize.VARIANTS[variant]
     with open(os.path.join(fp32_dir, ".stamp.json")) as f:
         fp32_stamp = json.load(f)["files"]["model.onnx"]
     key = (
-        f"efficientnet-lite0-int8:{fp32_stamp}:{variant}:{json.dumps(options, sort_keys=True)}:"
+        f"{name}:{fp32_stamp}:{variant}:{json.dumps(options, sort_keys=True)}:"
         f"ort{onnxruntime.__version__}:{photos_key()}:{GENERATOR_VERSION}"
     )
     if not cache.stamp_ok(directory, key):
         calibration = quantize.calibration_set(cache, log)
-        log(f"efficientnet-lite0-int8: static quantisation ({description}) on {len(calibration)} calibration photos")
+        log(f"{name}: static quantisation ({description}) on {len(calibration)} calibration photos")
         manifest = reference.load_manifest(fp32_dir)
         calib = quantize.tensors(manifest, calibration)
         staging = directory + ".staging"
@@ -423,6 +423,21 @@ def build_efficientnet_int8(cache: Cache, golden: dict[str, str]) -> str:
         os.makedirs(staging)
         model = os.path.join(staging, "model.onnx")
         quantize.quantize(os.path.join(fp32_dir, "model.onnx"), model, calib, "images", options)
+        write_pack(staging, int8_manifest(MANIFESTS["efficientnet-lite0"], name, variant, description), imagenet_labels(cache), None, None)
+        accept(staging, model)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+        cache.write_stamp(directory, key, ["model.onnx", "pack.toml", "labels.txt"])
+    log(f"pack {name}: {directory}")
+    return directory
+
+
+def build_efficientnet_int8(cache: Cache, golden: dict[str, str]) -> str:
+    """The int8 pack (``quantize.PACK_VARIANT``). Accepted only if both golden photos keep the fp32
+    pack's top-1 label; a sha256 other than the pinned one is reported."""
+    import quantize
+
+    def accept(staging: str, model: str) -> None:
         got = sha256_file(model)
         if got != INT8_SHA256:
             log(
@@ -430,17 +445,23 @@ def build_efficientnet_int8(cache: Cache, golden: dict[str, str]) -> str:
                 "calibration ranges differ in the last bits (or a pin in scripts/model/requirements.txt "
                 "changed); the pack is checked on the golden photos instead"
             )
-        write_pack(staging, int8_manifest(MANIFESTS["efficientnet-lite0"], variant, description), imagenet_labels(cache), None, None)
-        fp32_tops = verify_golden(fp32_dir, golden, coffee_top1=True)
+        fp32_tops = verify_golden(os.path.join(cache.packs, "efficientnet-lite0"), golden, coffee_top1=True)
         tops = verify_golden(staging, golden, coffee_top1=True)
         for stem in golden:
             if tops[stem][0]["index"] != fp32_tops[stem][0]["index"]:
                 raise FetchError(f"int8 pack: {stem} is {tops[stem][0]['label']}, fp32 says {fp32_tops[stem][0]['label']}")
-        shutil.rmtree(directory, ignore_errors=True)
-        os.replace(staging, directory)
-        cache.write_stamp(directory, key, ["model.onnx", "pack.toml", "labels.txt"])
-    log(f"pack efficientnet-lite0-int8: {directory}")
-    return directory
+
+    return quantized_pack(cache, golden, "efficientnet-lite0-int8", quantize.PACK_VARIANT, accept)
+
+
+def build_int8_island_test_pack(cache: Cache, golden: dict[str, str]) -> str:
+    """A test pack: the int8 pack with its first depthwise conv kept in float (``quantize.ISLAND_TEST_VARIANT``),
+    which ONNX Runtime's WeightBiasQuantization rewrite would quantise per tensor at load; the
+    classifier's tests check that the app tier scores it like Python onnxruntime with that
+    rewrite off."""
+    import quantize
+
+    return quantized_pack(cache, golden, "test-efficientnet-lite0-int8-island", quantize.ISLAND_TEST_VARIANT, lambda *_: None)
 
 
 def photos_key() -> str:
@@ -622,6 +643,7 @@ def main(argv: list[str]) -> int:
             images.update(make_test_images(cache, golden))
             write_reference(cache, d, images)
             write_reference(cache, build_efficientnet_int8(cache, golden), golden)
+            write_reference(cache, build_int8_island_test_pack(cache, golden), golden)
             std_dir, raw_dir = build_resnet(cache, "resnet18", golden, test=True)
             write_reference(cache, std_dir, golden)
             write_reference(cache, raw_dir, {"small-64-png": images["small-64-png"]})

@@ -43,8 +43,12 @@ VARIANTS = {
     "qdq-pc-minmax-fp32-ends": ("as qdq-pc-minmax, stem + conv_head + fc in fp32", dict(_PC, fp32="stem+head")),
     "qdq-pc-minmax-fp32-dw": ("as qdq-pc-minmax, the 16 depthwise convs in fp32", dict(_PC, fp32="depthwise")),
     "qdq-pc-minmax-fp32-proj": ("as qdq-pc-minmax, the 16 linear project convs in fp32", dict(_PC, fp32="project")),
+    "qdq-pc-minmax-fp32-dw0": ("as qdq-pc-minmax, the first depthwise conv in fp32", dict(_PC, fp32="nodes:Conv_2")),
 }
 PACK_VARIANT = "qdq-pc-minmax"
+# The test pack with a float island (fetch.py's build_int8_island_test_pack): the first depthwise
+# conv in float, whose per-channel weight ranges a per-tensor scale cannot hold.
+ISLAND_TEST_VARIANT = "qdq-pc-minmax-fp32-dw0"
 
 
 def log(msg: str) -> None:
@@ -239,10 +243,9 @@ def quantize(fp32_path: str, out_path: str, calib: np.ndarray, input_name: str, 
 def _session(path: str, threads: int):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    import reference
+
+    return ort.InferenceSession(path, reference.session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def logits(path: str, batch: np.ndarray, input_name: str) -> np.ndarray:

@@ -144,6 +144,15 @@ fn tensor_dims(vt: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
     }
 }
 
+/// ONNX Runtime graph rewrites this crate turns off. `WeightBiasQuantization` (ONNX Runtime
+/// 1.20 and later) quantises, per tensor, the float weights of every Conv or Gemm whose input
+/// comes from a DequantizeLinear: in a quantised pack that keeps some layers in float on
+/// purpose, it silently quantises exactly those layers, and coarsely (a depthwise conv's
+/// channels span ranges a single scale cannot hold: keeping only the first one in float
+/// turned 56 of 62 photos agreeing with fp32 into 42). A fully quantised or a float pack is
+/// untouched either way.
+const DISABLED_OPTIMIZERS: &str = "WeightBiasQuantization";
+
 impl Classifier {
     /// Opens the pack's model, checks it against the manifest (names, element type, input and
     /// output shapes, with a trial run on a blank image) and keeps the session.
@@ -166,6 +175,8 @@ impl Classifier {
         let session = Session::builder(&env)
             .map_err(|e| rt(&e))?
             .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| rt(&e))?
+            .with_disabled_optimizers(DISABLED_OPTIMIZERS)
             .map_err(|e| rt(&e))?
             .with_intra_threads(intra_threads)
             .map_err(|e| rt(&e))?
