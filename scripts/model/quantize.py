@@ -27,7 +27,8 @@ SMALL_SIDE = 64
 # Every variant tried; VARIANTS[PACK_VARIANT] builds the pack. Each is (description, options).
 # Options: fmt qdq|qop; per_channel; reduce_range; method minmax|entropy|percentile;
 # weight u8 (default s8); act s8 (default u8); fp32 = nodes kept in float: "stem", "head"
-# (conv_head + fc), "stem+head", "depthwise", "project" (the linear 1x1 convs) or "nodes:a,b".
+# (conv_head + fc), "depthwise", "project" (the linear 1x1 convs), several joined by "+"
+# ("stem+head"), or "nodes:a,b".
 _PC = dict(fmt="qdq", per_channel=True, method="minmax")
 VARIANTS = {
     "qdq-pc-minmax": ("QDQ, per-channel, MinMax", _PC),
@@ -42,8 +43,21 @@ VARIANTS = {
     "qdq-pc-minmax-fp32-head": ("as qdq-pc-minmax, conv_head + fc in fp32", dict(_PC, fp32="head")),
     "qdq-pc-minmax-fp32-ends": ("as qdq-pc-minmax, stem + conv_head + fc in fp32", dict(_PC, fp32="stem+head")),
     "qdq-pc-minmax-fp32-dw": ("as qdq-pc-minmax, the 16 depthwise convs in fp32", dict(_PC, fp32="depthwise")),
+    "qdq-pc-minmax-fp32-dw-stem": (
+        "as qdq-pc-minmax, the stem and the 16 depthwise convs in fp32",
+        dict(_PC, fp32="stem+depthwise"),
+    ),
     "qdq-pc-minmax-fp32-proj": ("as qdq-pc-minmax, the 16 linear project convs in fp32", dict(_PC, fp32="project")),
     "qdq-pc-minmax-fp32-dw0": ("as qdq-pc-minmax, the first depthwise conv in fp32", dict(_PC, fp32="nodes:Conv_2")),
+    # The layers `quantize.py sensitivity` ranks most sensitive on the calibration photos.
+    "qdq-pc-minmax-fp32-sens4": (
+        "as qdq-pc-minmax, the 4 most sensitive layers in fp32",
+        dict(_PC, fp32="nodes:Conv_0,Conv_2,Conv_31,Conv_5"),
+    ),
+    "qdq-pc-minmax-fp32-sens8": (
+        "as qdq-pc-minmax, the 8 most sensitive layers in fp32",
+        dict(_PC, fp32="nodes:Conv_0,Conv_2,Conv_31,Conv_5,Conv_46,Conv_23,Conv_10,Conv_14"),
+    ),
 }
 PACK_VARIANT = "qdq-pc-minmax"
 # The test pack with a float island (fetch.py's build_int8_island_test_pack): the first depthwise
@@ -187,19 +201,16 @@ def _fp32_nodes(model_path: str, which: str) -> list[str]:
     if which.startswith("nodes:"):
         return which[len("nodes:"):].split(",")
     convs = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-    if which == "depthwise":
-        return [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    if which == "project":
-        # Convs whose output feeds no Clip (ReLU6): the linear bottlenecks (not the classifier).
-        clipped = {n.input[0] for n in m.graph.node if n.op_type == "Clip"}
-        return [n.name for n in convs if n.op_type == "Conv" and n.output[0] not in clipped]
-    names = []
-    if "stem" in which:
-        names.append(convs[0].name)
-    if "head" in which:
+    # Convs whose output feeds a Clip (ReLU6); the others are the linear bottlenecks.
+    clipped = {n.input[0] for n in m.graph.node if n.op_type == "Clip"}
+    groups = {
+        "stem": [convs[0].name],
         # The last 1x1 conv (conv_head, 320 -> 1280) and the classifier.
-        names += [convs[-2].name, convs[-1].name]
-    return names
+        "head": [convs[-2].name, convs[-1].name],
+        "depthwise": [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)],
+        "project": [n.name for n in convs if n.op_type == "Conv" and n.output[0] not in clipped],
+    }
+    return [name for part in which.split("+") for name in groups[part]]
 
 
 def quantize(fp32_path: str, out_path: str, calib: np.ndarray, input_name: str, options: dict) -> None:
@@ -270,6 +281,22 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return int((a.argmax(1) == b.argmax(1)).sum()), len(a)
 
 
+# The lead of fp32's top-1 over its top-2 (softmax probabilities) from which a photo counts as
+# clear-cut; below it, fp32 itself is close to a tie and a quantisation flip is a near-tie flip.
+CLEAR_LEAD = 0.1
+
+
+def clear_cut(ref: np.ndarray) -> np.ndarray:
+    """Which rows of fp32 logits ``ref`` have a top-1 leading its top-2 by ``CLEAR_LEAD``."""
+    e = np.exp(ref - ref.max(1, keepdims=True))
+    top2 = np.sort(e / e.sum(1, keepdims=True), 1)[:, -2:]
+    return top2[:, 1] - top2[:, 0] >= CLEAR_LEAD
+
+
+def _pct(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}/{pair[1]} ({100 * pair[0] / pair[1]:.1f}%)"
+
+
 def measure(cache_dir: str, variants: list[str], rounds: int) -> int:
     """Prints the variant table: size, speed at 1 and 2 threads against fp32, top-1 agreement
     with fp32 on the evaluation photos and on their 64x64 versions, golden labels."""
@@ -300,10 +327,18 @@ def measure(cache_dir: str, variants: list[str], rounds: int) -> int:
         f"(disjoint; scripts/model/photos.py), onnxruntime {onnxruntime.__version__}, batch 1, best of {rounds} "
         f"passes; {os.cpu_count()} CPUs; load {open('/proc/loadavg').read().split()[0]}\n"
     )
-    print("| variant | size MB | ms/img 1 thread (speed-up) | ms/img 2 threads (speed-up) | agreement photos | agreement 64x64 | chelsea / coffee |")
-    print("|---|---|---|---|---|---|---|")
+    clear_p, clear_s = clear_cut(ref_photos), clear_cut(ref_small)
     print(
-        f"| fp32 | {os.path.getsize(fp32) / 1e6:.1f} | {speed[1]:.2f} | {speed[2]:.2f} | — | — | {golden_fp32} |",
+        f"'clear-cut': the photos where fp32's top-1 leads its top-2 by >= {CLEAR_LEAD} in probability "
+        f"({clear_p.sum()} of {len(names)} photos, {clear_s.sum()} of their 64x64 versions)\n"
+    )
+    print(
+        "| variant | size MB | ms/img 1 thread (speed-up) | ms/img 2 threads (speed-up) | agreement photos "
+        "| agreement 64x64 | agreement clear-cut photos / 64x64 | chelsea / coffee |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| fp32 | {os.path.getsize(fp32) / 1e6:.1f} | {speed[1]:.2f} | {speed[2]:.2f} | — | — | — | {golden_fp32} |",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -312,15 +347,63 @@ def measure(cache_dir: str, variants: list[str], rounds: int) -> int:
             quantize(fp32, out, calib, inp, VARIANTS[v][1])
             q_photos, q_small = logits(out, photos_t, inp), logits(out, small_t, inp)
             ap, asm = agreement(ref_photos, q_photos), agreement(ref_small, q_small)
+            cp = agreement(ref_photos[clear_p], q_photos[clear_p])
+            cs = agreement(ref_small[clear_s], q_small[clear_s])
             s = {t: ms_per_image(out, photos_t, inp, t, rounds) for t in (1, 2)}
             g = " / ".join(labels[int(q_photos[i].argmax())] for i in golden_idx)
             mark = " (pack)" if v == PACK_VARIANT else ""
             print(
                 f"| {v}{mark}: {VARIANTS[v][0]} | {os.path.getsize(out) / 1e6:.1f} | {s[1]:.2f} ({speed[1] / s[1]:.2f}x) | "
-                f"{s[2]:.2f} ({speed[2] / s[2]:.2f}x) | {ap[0]}/{ap[1]} ({100 * ap[0] / ap[1]:.1f}%) | "
-                f"{asm[0]}/{asm[1]} ({100 * asm[0] / asm[1]:.1f}%) | {g} |",
+                f"{s[2]:.2f} ({speed[2] / s[2]:.2f}x) | {_pct(ap)} | {_pct(asm)} | {cp[0]}/{cp[1]} / {cs[0]}/{cs[1]} | {g} |",
                 flush=True,
             )
+    return 0
+
+
+def _kl(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean KL divergence of ``got``'s softmax from ``ref``'s over a batch of logits."""
+
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    p, q = softmax(ref), softmax(got)
+    return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 1)))
+
+
+def sensitivity(cache_dir: str) -> int:
+    """Per-layer sensitivity on the calibration photos only (never the evaluation photos): for each
+    Conv/Gemm, the pack's variant with that one layer kept in float, and the mean KL divergence of
+    its softmax from fp32's; most sensitive (lowest KL once in float) first. The fp32-sens* variants
+    keep the first names of this list in float."""
+    import onnx
+
+    import fetch
+    import reference
+
+    cache = fetch.Cache(cache_dir)
+    fp32_dir = fetch.build_efficientnet(cache, fetch.fetch_golden(cache))
+    fp32 = os.path.join(fp32_dir, "model.onnx")
+    manifest = reference.load_manifest(fp32_dir)
+    inp = manifest["input"]["name"]
+    calib = tensors(manifest, calibration_set(cache))
+    ref = logits(fp32, calib, inp)
+    with tempfile.TemporaryDirectory() as tmp:
+        named = os.path.join(tmp, "named.onnx")
+        named_copy(fp32, named)
+        layers = [n.name for n in onnx.load(named).graph.node if n.op_type in ("Conv", "Gemm")]
+        out = os.path.join(tmp, "q.onnx")
+        quantize(fp32, out, calib, inp, VARIANTS[PACK_VARIANT][1])
+        base = _kl(ref, logits(out, calib, inp))
+        kls = {}
+        for layer in layers:
+            quantize(fp32, out, calib, inp, dict(VARIANTS[PACK_VARIANT][1], fp32=f"nodes:{layer}"))
+            kls[layer] = _kl(ref, logits(out, calib, inp))
+    print(f"\nlayer sensitivity on {len(calib)} calibration photos; {PACK_VARIANT} alone: KL {base:.5f}\n")
+    print("| layer kept in float | KL from fp32 |")
+    print("|---|---|")
+    for layer in sorted(kls, key=kls.get):
+        print(f"| {layer} | {kls[layer]:.5f} |")
     return 0
 
 
@@ -334,9 +417,13 @@ def main(argv: list[str]) -> int:
     m.add_argument("--cache-dir", required=True)
     m.add_argument("--rounds", type=int, default=3)
     m.add_argument("variants", nargs="*", default=list(VARIANTS))
+    sens = sub.add_parser("sensitivity", help="print the per-layer sensitivity on the calibration photos")
+    sens.add_argument("--cache-dir", required=True)
     args = parser.parse_args(argv)
     # onnxruntime.quantization logs advice ("consider pre-processing") at WARNING on every call.
     logging.getLogger().setLevel(logging.ERROR)
+    if args.command == "sensitivity":
+        return sensitivity(args.cache_dir)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         print(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}", file=sys.stderr)
