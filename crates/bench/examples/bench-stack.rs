@@ -1,7 +1,8 @@
 //! Benchmark: the local stack against the raw classifier, side by side in one run.
 //!
-//! Starts the web tier and W app-tier processes (release binaries) on a fresh local state
-//! directory, then alternates, `--repeats` times:
+//! Starts the web tier and W app-tier sessions (release binaries; one process each, or
+//! `--sessions-per-tier K` per process) on a fresh local state directory, then alternates,
+//! `--repeats` times:
 //! - a **burst** of N concurrent uploads through the stack (sent by the workload generator), against the same N images
 //!   classified by W in-process sessions with the same threads (the raw throughput);
 //! - at **low load**, each image uploaded alone, against the same image classified alone by
@@ -34,9 +35,13 @@ struct Args {
     /// The app-tier binary.
     #[arg(long)]
     app_tier: PathBuf,
-    /// App-tier processes (and raw sessions), W.
+    /// App-tier sessions in all (and raw sessions), W.
     #[arg(long, default_value_t = 2)]
     app_tiers: usize,
+    /// Sessions per app-tier process (`app-tier serve --workers`): W / K processes of K
+    /// sessions each instead of W processes of one.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    sessions_per_tier: usize,
     /// Uploads per burst, N.
     #[arg(long, default_value_t = 100)]
     images: usize,
@@ -203,6 +208,12 @@ fn cpu_secs(pid: u32) -> f64 {
 async fn main() {
     let args = Args::parse();
     let w = args.app_tiers.max(1);
+    let per_tier = args.sessions_per_tier.clamp(1, w);
+    assert!(
+        w % per_tier == 0,
+        "--app-tiers {w} is not a multiple of --sessions-per-tier {per_tier}"
+    );
+    let processes = w / per_tier;
     let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let threads = (cpus / w).max(1);
     let photos = photos();
@@ -234,12 +245,18 @@ async fn main() {
         None,
     );
     let mut app_tiers = Vec::new();
-    for n in 1..=w {
+    for n in 1..=processes {
         let ready = state.path().join(format!("app-tier-{n}.ready"));
-        let argv: Vec<String> = ["serve", "--workers", "1", "--threads", &threads.to_string()]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let argv: Vec<String> = [
+            "serve",
+            "--workers",
+            &per_tier.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         app_tiers.push(iras_bench::spawn(
             &args.app_tier,
             &argv,
@@ -269,7 +286,7 @@ async fn main() {
         .collect();
     let cpu_now = || pids.iter().map(|p| cpu_secs(*p)).collect::<Vec<f64>>();
     let tiers: Vec<(String, u32)> = std::iter::once("web-tier".to_owned())
-        .chain((1..=w).map(|n| format!("app-tier-{n}")))
+        .chain((1..=processes).map(|n| format!("app-tier-{n}")))
         .zip(pids.iter().copied())
         .collect();
     let mut burst_cpu = vec![0.0; pids.len()];
@@ -334,7 +351,7 @@ async fn main() {
     let ratio = median(&|r| r[1] / r[0]);
     let overhead_ms = median(&|r| r[3] - r[2]);
     println!(
-        "Local stack vs raw classifier: {n} images, W = {w} app tiers x {threads} threads, {cpus} CPUs, median of {r} rounds",
+        "Local stack vs raw classifier: {n} images, W = {w} sessions x {threads} threads in {processes} app-tier processes, {cpus} CPUs, median of {r} rounds",
         n = args.images,
         r = args.repeats
     );
@@ -350,20 +367,20 @@ async fn main() {
     );
     // Read before the processes are dropped: the peaks of the whole run, bursts included.
     let web_peak = peak_rss_mb(pids[0]);
-    let app_peak = pids[1..=w]
+    let app_peak = pids[1..=processes]
         .iter()
         .map(|p| peak_rss_mb(*p))
         .fold(0.0, f64::max);
     println!("| peak memory (RSS), web tier | | {web_peak:.0} MB | | <= 100 MB |");
     println!("| peak memory (RSS), largest app tier | | {app_peak:.0} MB | | <= 250 MB |");
     let per_image_ms = |secs: f64| secs * 1e3 / (args.images * args.repeats) as f64;
-    let app_cpu: f64 = burst_cpu[1..=w].iter().sum();
+    let app_cpu: f64 = burst_cpu[1..=processes].iter().sum();
     println!();
     println!(
         "CPU per image during the bursts: web tier {:.1} ms, app tiers {:.1} ms, client (this process) {:.1} ms",
         per_image_ms(burst_cpu[0]),
         per_image_ms(app_cpu),
-        per_image_ms(burst_cpu[w + 1]),
+        per_image_ms(burst_cpu[processes + 1]),
     );
     drop(app_tiers);
     drop(web);
