@@ -240,7 +240,9 @@ pub fn self_test(classifier: &mut Classifier) -> anyhow::Result<String> {
         !first.label.is_empty(),
         "self-test: the model answered an empty label"
     );
-    tracing::info!(label = %first.label, score = first.score, "self-test classification passed");
+    let pack = classifier.pack();
+    tracing::info!(pack = pack.name(), dir = %pack.dir().display(), label = %first.label,
+        score = first.score, "self-test classification passed");
     Ok(first.label.clone())
 }
 
