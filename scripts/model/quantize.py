@@ -21,6 +21,7 @@ sys.path.insert(0, HERE)
 import numpy as np  # noqa: E402
 
 import photos  # noqa: E402
+import reference  # noqa: E402
 
 SMALL_SIDE = 64
 
@@ -140,7 +141,6 @@ def _read_dir(directory: str) -> dict[str, bytes]:
 def small(data: bytes) -> bytes:
     """The course's kind of image: the centred square of the photo downscaled to 64x64 (PIL
     antialiased bilinear), as PNG."""
-    import reference
     from PIL import Image
 
     img = reference.decode(data)
@@ -154,8 +154,6 @@ def small(data: bytes) -> bytes:
 
 
 def tensors(manifest: dict, images: dict[str, bytes]) -> np.ndarray:
-    import reference
-
     return np.concatenate([reference.preprocess(d, manifest) for d in images.values()])
 
 
@@ -194,13 +192,18 @@ def named_copy(fp32_path: str, out_path: str) -> None:
     onnx.save(m, out_path)
 
 
+def _layers(model) -> list:
+    """The graph's weighted layers, in order: what can be quantised or kept in float."""
+    return [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+
+
 def _fp32_nodes(model_path: str, which: str) -> list[str]:
     import onnx
 
     m = onnx.load(model_path)
     if which.startswith("nodes:"):
         return which[len("nodes:"):].split(",")
-    convs = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    convs = _layers(m)
     # Convs whose output feeds a Clip (ReLU6); the others are the linear bottlenecks.
     clipped = {n.input[0] for n in m.graph.node if n.op_type == "Clip"}
     groups = {
@@ -254,8 +257,6 @@ def quantize(fp32_path: str, out_path: str, calib: np.ndarray, input_name: str, 
 def _session(path: str, threads: int):
     import onnxruntime as ort
 
-    import reference
-
     return ort.InferenceSession(path, reference.session_options(threads), providers=["CPUExecutionProvider"])
 
 
@@ -288,8 +289,7 @@ CLEAR_LEAD = 0.1
 
 def clear_cut(ref: np.ndarray) -> np.ndarray:
     """Which rows of fp32 logits ``ref`` have a top-1 leading its top-2 by ``CLEAR_LEAD``."""
-    e = np.exp(ref - ref.max(1, keepdims=True))
-    top2 = np.sort(e / e.sum(1, keepdims=True), 1)[:, -2:]
+    top2 = np.sort(reference.softmax(ref), 1)[:, -2:]
     return top2[:, 1] - top2[:, 0] >= CLEAR_LEAD
 
 
@@ -297,20 +297,25 @@ def _pct(pair: tuple[int, int]) -> str:
     return f"{pair[0]}/{pair[1]} ({100 * pair[0] / pair[1]:.1f}%)"
 
 
+def _fp32_pack(cache_dir: str):
+    """The cache, the fp32 pack's directory, model path, manifest and input name, and the
+    calibration photos as a batch: what every measurement starts from."""
+    import fetch
+
+    cache = fetch.Cache(cache_dir)
+    fp32_dir = fetch.build_efficientnet(cache, fetch.fetch_golden(cache))
+    manifest = reference.load_manifest(fp32_dir)
+    calib = tensors(manifest, calibration_set(cache))
+    return cache, fp32_dir, os.path.join(fp32_dir, "model.onnx"), manifest, manifest["input"]["name"], calib
+
+
 def measure(cache_dir: str, variants: list[str], rounds: int) -> int:
     """Prints the variant table: size, speed at 1 and 2 threads against fp32, top-1 agreement
     with fp32 on the evaluation photos and on their 64x64 versions, golden labels."""
     import fetch
-    import reference
 
-    cache = fetch.Cache(cache_dir)
-    golden = fetch.fetch_golden(cache)
-    fp32_dir = fetch.build_efficientnet(cache, golden)
-    fp32 = os.path.join(fp32_dir, "model.onnx")
-    manifest = reference.load_manifest(fp32_dir)
+    cache, fp32_dir, fp32, manifest, inp, calib = _fp32_pack(cache_dir)
     labels = reference.load_labels(fp32_dir, manifest)
-    inp = manifest["input"]["name"]
-    calib = tensors(manifest, calibration_set(cache))
     evaluation = evaluation_set(cache, lambda stem: fetch.skimage_photo(cache, stem))
     names = list(evaluation)
     photos_t = tensors(manifest, evaluation)
@@ -362,12 +367,7 @@ def measure(cache_dir: str, variants: list[str], rounds: int) -> int:
 
 def _kl(ref: np.ndarray, got: np.ndarray) -> float:
     """Mean KL divergence of ``got``'s softmax from ``ref``'s over a batch of logits."""
-
-    def softmax(x):
-        e = np.exp(x - x.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-
-    p, q = softmax(ref), softmax(got)
+    p, q = reference.softmax(ref), reference.softmax(got)
     return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 1)))
 
 
@@ -378,20 +378,12 @@ def sensitivity(cache_dir: str) -> int:
     keep the first names of this list in float."""
     import onnx
 
-    import fetch
-    import reference
-
-    cache = fetch.Cache(cache_dir)
-    fp32_dir = fetch.build_efficientnet(cache, fetch.fetch_golden(cache))
-    fp32 = os.path.join(fp32_dir, "model.onnx")
-    manifest = reference.load_manifest(fp32_dir)
-    inp = manifest["input"]["name"]
-    calib = tensors(manifest, calibration_set(cache))
+    _, _, fp32, _, inp, calib = _fp32_pack(cache_dir)
     ref = logits(fp32, calib, inp)
     with tempfile.TemporaryDirectory() as tmp:
         named = os.path.join(tmp, "named.onnx")
         named_copy(fp32, named)
-        layers = [n.name for n in onnx.load(named).graph.node if n.op_type in ("Conv", "Gemm")]
+        layers = [n.name for n in _layers(onnx.load(named))]
         out = os.path.join(tmp, "q.onnx")
         quantize(fp32, out, calib, inp, VARIANTS[PACK_VARIANT][1])
         base = _kl(ref, logits(out, calib, inp))

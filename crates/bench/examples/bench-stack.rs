@@ -208,9 +208,9 @@ fn cpu_secs(pid: u32) -> f64 {
 async fn main() {
     let args = Args::parse();
     let w = args.app_tiers.max(1);
-    let per_tier = args.sessions_per_tier.clamp(1, w);
+    let per_tier = args.sessions_per_tier;
     assert!(
-        w % per_tier == 0,
+        per_tier > 0 && w % per_tier == 0,
         "--app-tiers {w} is not a multiple of --sessions-per-tier {per_tier}"
     );
     let processes = w / per_tier;
@@ -247,16 +247,14 @@ async fn main() {
     let mut app_tiers = Vec::new();
     for n in 1..=processes {
         let ready = state.path().join(format!("app-tier-{n}.ready"));
-        let argv: Vec<String> = [
+        let argv = [
             "serve",
             "--workers",
             &per_tier.to_string(),
             "--threads",
             &threads.to_string(),
         ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        .map(String::from);
         app_tiers.push(iras_bench::spawn(
             &args.app_tier,
             &argv,
